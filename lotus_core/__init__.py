@@ -1,0 +1,26 @@
+"""Lotus (ICLR 2025) single-step depth, disparity and normal prediction, without ComfyUI.
+
+    import lotus_core
+    model = lotus_core.load_model("lotus-depth-g-v1-0.safetensors", vae="vae-ft-mse-840000-ema-pruned.safetensors")
+    prediction = lotus_core.predict(model, images, seed=0)   # images: [B, 3, H, W] in [0, 1]
+    control = lotus_core.to_controlnet(prediction)           # [B, 1, H, W], near = white
+"""
+
+from .errors import LotusError
+from .inference import predict
+from .loading import load_model
+from .model import LotusModel
+from .outputs import LotusPrediction, normals_to_image, to_controlnet
+from .variants import KNOWN_CHECKPOINTS, Quantity
+
+__all__ = [
+    "KNOWN_CHECKPOINTS",
+    "LotusError",
+    "LotusModel",
+    "LotusPrediction",
+    "Quantity",
+    "load_model",
+    "normals_to_image",
+    "predict",
+    "to_controlnet",
+]

@@ -1,0 +1,72 @@
+"""Image checks and the reference's resizing, with torch's own kernels (no torchvision).
+
+torchvision's tensor ``resize`` calls ``torch.nn.functional.interpolate`` with
+``align_corners=False`` and the given antialias flag; calling it directly gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import LotusError
+
+MIN_EDGE = 8  # the VAE downsamples by 8: anything smaller has no latent pixel
+RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
+
+
+def check_images(images: torch.Tensor) -> None:
+    """Raise unless ``images`` is a finite float [B, 3, H, W] batch in [0, 1], edges >= 8 px."""
+    if not isinstance(images, torch.Tensor):
+        raise LotusError(f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise LotusError(
+            f"images must have shape [B, 3, H, W] (RGB, channels first), got {tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise LotusError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise LotusError("images is an empty batch (B = 0)")
+    height, width = images.shape[-2:]
+    if min(height, width) < MIN_EDGE:
+        raise LotusError(f"images of {width}x{height} px are too small: both edges must be >= {MIN_EDGE} px")
+    if not torch.isfinite(images).all():
+        raise LotusError("images contain NaN or Inf values; every value must be finite and in [0, 1]")
+    low, high = images.min().item(), images.max().item()
+    if low < 0 or high > 1:
+        raise LotusError(f"image values must lie in [0, 1], got min {low:.4g} and max {high:.4g}")
+
+
+def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """The size the reference processes an image at: long edge = ``resolution`` (0 = native).
+
+    As in the reference, both edges are truncated, small images are upscaled, and nothing is padded
+    or rounded to a multiple of 8.
+    """
+    if not isinstance(resolution, int) or resolution < 0:
+        raise LotusError(f"processing_resolution={resolution!r} must be an integer >= 0 (0 = native size)")
+    if resolution == 0:
+        return height, width
+    factor = min(resolution / width, resolution / height)
+    size = int(height * factor), int(width * factor)
+    if min(size) < MIN_EDGE:
+        raise LotusError(
+            f"an image of {width}x{height} px at processing_resolution={resolution} becomes"
+            f" {size[1]}x{size[0]} px; both edges must be >= {MIN_EDGE} px (use a larger resolution)"
+        )
+    return size
+
+
+def resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize [B, C, H, W] to ``size`` like torchvision: antialiased bilinear/bicubic, or nearest-exact."""
+    check_resize_mode("mode", mode)
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    if mode == "nearest-exact":
+        return F.interpolate(images, size=size, mode=mode)
+    return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=True)
+
+
+def check_resize_mode(argument: str, mode: str) -> None:
+    if mode not in RESIZE_MODES:
+        raise LotusError(f"{argument}={mode!r} is not one of {', '.join(map(repr, RESIZE_MODES))}")

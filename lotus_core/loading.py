@@ -1,0 +1,121 @@
+"""``load_model``: every published Lotus checkpoint format into a ``LotusModel``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from .architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
+from .checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
+from .errors import LotusError
+from .model import LotusModel, coerce_quantity
+from .variants import Quantity, identify_by_hash, identify_by_name
+
+WEIGHT_NAMES = ("diffusion_pytorch_model{}.safetensors", "diffusion_pytorch_model{}.bin")
+# model_index.json class names that only the v2 disparity releases use
+DISPARITY_PIPELINES = {"DirectDiffusionY0Pipeline", "DirectRegressionPipeline"}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def load_model(
+    checkpoint: str | Path,
+    vae: str | Path | None = None,
+    *,
+    quantity: Quantity | str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    vae_dtype: torch.dtype | str | None = None,
+    allow_pickle: bool = False,
+) -> LotusModel:
+    """Load a Lotus checkpoint straight to ``device`` and ``dtype``.
+
+    Args:
+        checkpoint: a single-file UNet (``.safetensors``, diffusers or ComfyUI/LDM key names) or a
+            diffusers folder (``model_index.json``, ``unet/``, ``vae/``).
+        vae: an SD1.x/SD2 VAE file or ``vae/`` folder; defaults to the checkpoint folder's ``vae/``.
+        quantity: "depth", "disparity" or "normal"; needed only for files not in the table of
+            known releases (``lotus_core.KNOWN_CHECKPOINTS``).
+        dtype, vae_dtype: weights precision (``vae_dtype`` defaults to ``dtype``).
+        allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` pickles (loaded with ``weights_only``).
+    """
+    path = Path(checkpoint).expanduser()
+    dtype = _coerce_dtype("dtype", dtype)
+    vae_dtype = _coerce_dtype("vae_dtype", vae_dtype) if vae_dtype is not None else dtype
+    device = torch.device(device)
+    if path.is_dir():
+        unet_file = _component_weights(path / "unet", dtype, allow_pickle)
+        vae = path / "vae" if vae is None else vae
+    elif path.exists():
+        unet_file = path
+    else:
+        raise LotusError(f"checkpoint {str(path)!r} does not exist")
+    if vae is None:
+        raise LotusError(
+            f"checkpoint {path.name!r} holds only the UNet: pass vae= an SD1.x/SD2 VAE file"
+            " (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or a diffusers vae/ folder"
+        )
+
+    unet_sd = unet_to_diffusers_keys(read_state_dict(unet_file, device, allow_pickle))
+    unet = build_with_weights(UNet2DConditionModel, unet_config_from_state_dict(unet_sd), unet_sd, device, dtype)
+    generative = unet.config.in_channels == 8
+    resolved = coerce_quantity(quantity) if quantity is not None else _known_quantity(path, generative)
+    return LotusModel(unet, _load_vae(Path(vae).expanduser(), device, vae_dtype, allow_pickle), resolved,
+                      name=path.name.removesuffix(".safetensors"))
+
+
+def _load_vae(path: Path, device, dtype, allow_pickle) -> AutoencoderKL:
+    config_overrides = {}
+    if path.is_dir():
+        config_file = path / "config.json"
+        if config_file.is_file():
+            config_overrides["scaling_factor"] = json.loads(config_file.read_text())["scaling_factor"]
+        path = _component_weights(path, dtype, allow_pickle)
+    sd = vae_to_diffusers_keys(read_state_dict(path, device, allow_pickle))
+    try:
+        config = {**vae_config_from_state_dict(sd), **config_overrides}
+    except LotusError as error:
+        raise LotusError(f"vae {path.name!r}: {error}") from None
+    return build_with_weights(AutoencoderKL, config, sd, device, dtype)
+
+
+def _component_weights(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> Path:
+    """The weights file of a diffusers component folder, the fp16 variant first for half dtypes."""
+    variants = (".fp16", "") if dtype in (torch.float16, torch.bfloat16) else ("", ".fp16")
+    candidates = [folder / name.format(v) for name in WEIGHT_NAMES for v in variants]
+    found = next((c for c in candidates if c.is_file() and (allow_pickle or c.suffix == ".safetensors")), None)
+    if found is None:
+        raise LotusError(
+            f"no weights in {str(folder)!r}: expected diffusion_pytorch_model[.fp16].safetensors"
+            " (a diffusers folder needs unet/ and vae/)"
+        )
+    return found
+
+
+def _known_quantity(path: Path, generative: bool) -> Quantity:
+    known = identify_by_name(path) or (identify_by_hash(path) if path.is_file() else None)
+    if known is not None:
+        if known.generative != generative:
+            raise LotusError(
+                f"{path.name!r} is named like {known.name} (Lotus-{'G' if known.generative else 'D'}) but its"
+                f" UNet is Lotus-{'G' if generative else 'D'}; if the file was renamed, pass quantity= explicitly"
+            )
+        return known.quantity
+    index = path / "model_index.json"
+    if index.is_file() and json.loads(index.read_text()).get("_class_name") in DISPARITY_PIPELINES:
+        return Quantity.DISPARITY
+    raise LotusError(
+        f"cannot tell whether {path.name!r} predicts depth, disparity or normals: it is not one of the"
+        " known Lotus releases. Pass quantity='depth', 'disparity' or 'normal'"
+        " (CLI: --quantity, ComfyUI loader: the 'quantity' widget)"
+    )
+
+
+def _coerce_dtype(argument: str, value) -> torch.dtype:
+    if isinstance(value, torch.dtype) and value in DTYPES.values():
+        return value
+    if value in DTYPES:
+        return DTYPES[value]
+    raise LotusError(f"{argument}={value!r} is not supported; use one of {', '.join(DTYPES)} or the torch dtype")

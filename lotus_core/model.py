@@ -1,0 +1,86 @@
+"""A loaded Lotus model: the two networks plus what their output means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file
+
+from .architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
+from .errors import LotusError
+from .variants import Quantity
+
+
+@lru_cache(maxsize=1)
+def empty_prompt_embeds() -> torch.Tensor:
+    """SD2's text encoding of the empty prompt, [1, 2, 1024]: Lotus' constant conditioning.
+
+    Lotus froze the SD2 text encoder and always feeds it "" without padding (BOS + EOS), so its
+    output is a constant and no CLIP model needs to be loaded. Provenance: assets/README.md.
+    """
+    path = resources.files(__package__) / "assets" / "empty_prompt_embeds_sd2.safetensors"
+    with resources.as_file(path) as file:
+        return load_file(file)["prompt_embeds"]
+
+
+def coerce_quantity(value) -> Quantity:
+    try:
+        return Quantity(value)
+    except ValueError:
+        choices = ", ".join(repr(q.value) for q in Quantity)
+        raise LotusError(f"quantity={value!r} is not one of {choices}") from None
+
+
+@dataclass
+class LotusModel:
+    """A Lotus UNet, an SD VAE, and the quantity the pair predicts.
+
+    Any diffusers ``UNet2DConditionModel`` / ``AutoencoderKL`` of the Lotus layout can be wrapped
+    directly, e.g. ``LotusModel(unet, vae, "depth")``. ``prompt_embeds`` defaults to the shipped
+    SD2 empty-prompt embedding; pass another only for UNets with a different text width.
+    """
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    quantity: Quantity
+    prompt_embeds: torch.Tensor = field(default_factory=empty_prompt_embeds)
+    name: str = "lotus"
+
+    def __post_init__(self) -> None:
+        self.quantity = coerce_quantity(self.quantity)
+        if not isinstance(self.unet, UNet2DConditionModel):
+            raise LotusError(f"unet must be a diffusers UNet2DConditionModel, got {type(self.unet).__name__}")
+        if not isinstance(self.vae, AutoencoderKL):
+            raise LotusError(f"vae must be a diffusers AutoencoderKL, got {type(self.vae).__name__}")
+        config = self.unet.config
+        if config.class_embed_type != "projection" or config.projection_class_embeddings_input_dim != TASK_SWITCH_DIM:
+            raise LotusError("unet is not a Lotus UNet: it needs class_embed_type='projection' with input dim 4")
+        if config.in_channels not in (LATENT_CHANNELS, 2 * LATENT_CHANNELS) or config.out_channels != LATENT_CHANNELS:
+            raise LotusError(f"unet has {config.in_channels} input channels; Lotus-D has 4, Lotus-G 8")
+        if self.vae.config.latent_channels != LATENT_CHANNELS:
+            raise LotusError(f"vae has {self.vae.config.latent_channels} latent channels; Lotus needs 4")
+        width = self.prompt_embeds.shape[-1]
+        if self.prompt_embeds.ndim != 3 or width != config.cross_attention_dim:
+            raise LotusError(
+                f"prompt_embeds of shape {tuple(self.prompt_embeds.shape)} do not fit a UNet with"
+                f" cross_attention_dim {config.cross_attention_dim}; expected [1, tokens, {config.cross_attention_dim}]"
+            )
+
+    @property
+    def generative(self) -> bool:
+        """Lotus-G (image latent + noise latent in) rather than Lotus-D (image latent only)."""
+        return self.unet.config.in_channels == 2 * LATENT_CHANNELS
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def to(self, device=None, dtype=None, vae_dtype=None) -> LotusModel:
+        """Move both networks (in place) and return self."""
+        self.unet.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=vae_dtype or dtype)
+        return self
