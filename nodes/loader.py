@@ -1,0 +1,79 @@
+"""The "Load Lotus Model" node."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..lotus_core import load_model
+from .comfy_model import ComfyLotusModel
+from .model_files import FROM_CHECKPOINT_FOLDER, checkpoint_choices, resolve_checkpoint, vae_choices
+
+LotusModelType = io.Custom("LOTUSDEPTH_MODEL")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+QUANTITIES = ("auto", "depth", "disparity", "normal")
+
+
+def _unet_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision != "auto":
+        return PRECISIONS[precision]
+    if mm.should_use_fp16(device):
+        return torch.float16
+    return torch.bfloat16 if mm.should_use_bf16(device) else torch.float32
+
+
+def _vae_dtype(precision: str, device: torch.device) -> torch.dtype:
+    # The SD VAE overflows in fp16, so it never runs in it; otherwise follow ComfyUI's VAE choice.
+    if precision == "fp32":
+        return torch.float32
+    return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
+
+
+class LoadLotusModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LotusDepth_LoadModel",
+            display_name="Load Lotus Model",
+            category="loaders",
+            description="Loads a Lotus depth/normal checkpoint (Lotus-G or Lotus-D) and an SD VAE.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=checkpoint_choices(),
+                               tooltip="Lotus UNet file or diffusers folder, from models/lotus or "
+                                       "models/diffusion_models. Only files holding a Lotus UNet are listed."),
+                io.Combo.Input("vae", options=vae_choices(), default=FROM_CHECKPOINT_FOLDER,
+                               tooltip="An SD1.x/SD2 VAE from models/vae (e.g. vae-ft-mse-840000-ema-pruned)."
+                                       " Single-file checkpoints need one; diffusers folders bring their own."),
+                io.Combo.Input("precision", options=["auto", *PRECISIONS], default="auto",
+                               tooltip="UNet weights precision. auto: fp16 or bf16 where the device runs them"
+                                       " well, else fp32. The VAE never runs in fp16 (it overflows)."),
+                io.Combo.Input("quantity", options=list(QUANTITIES), default="auto",
+                               tooltip="What the checkpoint predicts. auto: known Lotus releases by name."
+                                       " Set it for renamed or unknown files."),
+            ],
+            outputs=[LotusModelType.Output(display_name="lotus_model",
+                                           tooltip="The loaded model, for the Lotus Depth / Lotus Normals nodes.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint: str, vae: str) -> bool | str:
+        if vae == FROM_CHECKPOINT_FOLDER and not checkpoint.endswith("/"):
+            return (f"checkpoint {checkpoint!r} holds only the UNet: choose an SD1.x/SD2 VAE in 'vae'"
+                    " (e.g. vae-ft-mse-840000-ema-pruned.safetensors in models/vae)")
+        return True
+
+    @classmethod
+    def execute(cls, checkpoint: str, vae: str, precision: str, quantity: str) -> io.NodeOutput:
+        load_device = mm.get_torch_device()
+        vae_path = None if vae == FROM_CHECKPOINT_FOLDER else folder_paths.get_full_path_or_raise("vae", vae)
+        core = load_model(
+            resolve_checkpoint(checkpoint),
+            vae_path,
+            quantity=None if quantity == "auto" else quantity,
+            device=mm.unet_offload_device(),
+            dtype=_unet_dtype(precision, load_device),
+            vae_dtype=_vae_dtype(precision, load_device),
+        )
+        return io.NodeOutput(ComfyLotusModel.wrap(core))
