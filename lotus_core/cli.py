@@ -1,0 +1,101 @@
+"""``python -m lotus_core``: Lotus depth/normals for image files, without ComfyUI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import LotusError
+from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
+from .loading import DTYPES, load_model
+from .outputs import normals_to_image, to_controlnet
+from .variants import Quantity
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+SAVE_KINDS = ("png16", "npy", "control")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lotus-depth", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("checkpoint", help="Lotus UNet .safetensors file or diffusers folder")
+    parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("lotus_output"), help="output folder")
+    parser.add_argument("--vae", help="SD1.x/SD2 VAE file or folder (default: the checkpoint folder's vae/)")
+    parser.add_argument("--quantity", choices=[q.value for q in Quantity],
+                        help="what the checkpoint predicts, for files not in the known-release table")
+    parser.add_argument("--resolution", type=int, default=DEFAULT_PROCESSING_RESOLUTION,
+                        help="processing long edge (default %(default)s; 0 = native size)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for noise and VAE sampling (default 0)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights precision")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["png16", "npy"],
+                        help="png16: 16-bit PNG of the native output; npy: float32 array;"
+                             " control: 8-bit ControlNet map (near = white)")
+    parser.add_argument("--allow-pickle", action="store_true", help="accept .ckpt/.pt/.bin pickle checkpoints")
+    return parser.parse_args(argv)
+
+
+def find_images(inputs: list[Path]) -> list[Path]:
+    found = []
+    for path in inputs:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise LotusError(f"input {str(path)!r} does not exist")
+    return found
+
+
+def default_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def save(prediction, stem: Path, kinds: list[str]) -> None:
+    if prediction.quantity is Quantity.NORMAL:
+        values = prediction.values[0].permute(1, 2, 0).cpu().numpy()  # [H,W,3] unit vectors
+        rgb = normals_to_image(prediction)[0].permute(1, 2, 0).cpu().numpy()
+        if "png16" in kinds or "control" in kinds:  # PIL writes RGB PNGs with 8 bits per channel only
+            Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(f"{stem}_normal.png")
+        suffix = "normal"
+    else:
+        values = prediction.values[0, 0].cpu().numpy()  # [H,W] in [0,1]
+        suffix = prediction.quantity.value
+        if "png16" in kinds:
+            Image.fromarray(np.round(values * 65535).astype(np.uint16)).save(f"{stem}_{suffix}.png")
+        if "control" in kinds:
+            control = to_controlnet(prediction)[0, 0].cpu().numpy()
+            Image.fromarray(np.round(control * 255).astype(np.uint8)).save(f"{stem}_control.png")
+    if "npy" in kinds:
+        np.save(f"{stem}_{suffix}.npy", values.astype(np.float32))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        images = find_images(args.inputs)
+        if not images:
+            raise LotusError("no images found in " + ", ".join(map(str, args.inputs)))
+        device = args.device or default_device()
+        model = load_model(args.checkpoint, args.vae, quantity=args.quantity, device=device,
+                           dtype=args.dtype, allow_pickle=args.allow_pickle)
+        args.output.mkdir(parents=True, exist_ok=True)
+        for path in tqdm(images, desc="lotus", unit="image", disable=len(images) < 2):
+            rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+            image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+            prediction = predict(model, image, processing_resolution=args.resolution, seed=args.seed)
+            save(prediction, args.output / path.stem, args.save)
+    except (LotusError, OSError) as error:
+        print(f"lotus-depth: error: {error}", file=sys.stderr)
+        return 2
+    return 0
