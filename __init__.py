@@ -1,5 +1,9 @@
 """Lotus depth and normals for ComfyUI. ComfyUI imports this file; the nodes live in nodes/."""
 
-from .nodes import comfy_entrypoint
 
-__all__ = ["comfy_entrypoint"]
+async def comfy_entrypoint():
+    # Imported here, not at the top, so that this folder stays importable without ComfyUI (it is
+    # also the repository root, which pytest imports as a package when collecting the tests).
+    from .nodes import comfy_entrypoint as nodes_entrypoint
+
+    return await nodes_entrypoint()

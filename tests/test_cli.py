@@ -1,0 +1,93 @@
+"""The command line and the README's Python example, on tiny checkpoints written to disk."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lotus_core
+from lotus_core.cli import main
+from tiny import save_unet_file, save_vae_file, tiny_unet, tiny_vae
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    checkpoint = save_unet_file(tiny_unet(True, seed=5), folder / "lotus-depth-g-v1-0.safetensors")
+    normals = save_unet_file(tiny_unet(False, seed=6), folder / "lotus-normal-d-v1-0.safetensors")
+    vae = save_vae_file(tiny_vae(seed=7), folder / "vae-ft-mse-840000-ema-pruned.safetensors")
+    images = folder / "images"
+    (images / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(images / "a.png")
+    Image.fromarray(rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)).save(images / "nested" / "b.jpg")
+    return checkpoint, normals, vae, images
+
+
+def test_python_dash_m_runs_the_cli(files, tmp_path):
+    checkpoint, _, vae, images = files
+    args = [str(checkpoint), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "16"]
+    done = subprocess.run([sys.executable, "-m", "lotus_core", *args], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a_depth.png").is_file()
+
+
+def test_cli_writes_what_the_core_predicts(files, tmp_path):
+    checkpoint, _, vae, images = files
+    assert main([str(checkpoint), str(images), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "64",
+                 "--seed", "3", "--save", "png16", "npy", "control"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a_control.png", "a_depth.npy", "a_depth.png", "b_control.png", "b_depth.npy", "b_depth.png"]
+
+    model = lotus_core.load_model(checkpoint, vae)
+    rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
+    prediction = lotus_core.predict(model, torch.from_numpy(rgb).permute(2, 0, 1)[None],
+                                    processing_resolution=64, seed=3)
+    expected = prediction.values[0, 0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "a_depth.npy"), expected, atol=1e-6)
+    png16 = np.asarray(Image.open(tmp_path / "a_depth.png"), dtype=np.float64) / 65535
+    assert png16.shape == (40, 56)
+    np.testing.assert_allclose(png16, expected, atol=0.5 / 65535 + 1e-7)
+    control = np.asarray(Image.open(tmp_path / "a_control.png"), dtype=np.float64) / 255
+    np.testing.assert_allclose(control, lotus_core.to_controlnet(prediction)[0, 0].numpy(), atol=0.5 / 255 + 1e-7)
+
+
+def test_cli_normals(files, tmp_path):
+    _, normals, vae, images = files
+    assert main([str(normals), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "0"]) == 0
+    vectors = np.load(tmp_path / "a_normal.npy")
+    assert vectors.shape == (40, 56, 3)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=-1), 1, atol=1e-5)
+    assert np.asarray(Image.open(tmp_path / "a_normal.png")).shape == (40, 56, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.safetensors", "."], "does not exist"),
+    (["{checkpoint}", "no-such-folder"], "input 'no-such-folder' does not exist"),
+    (["{checkpoint}", "{images}"], "holds only the UNet: pass vae="),
+], ids=["missing-checkpoint", "missing-input", "no-vae"])
+def test_cli_errors_are_one_line_and_exit_2(files, args, message, capsys):
+    checkpoint, _, _, images = files
+    assert main([a.format(checkpoint=checkpoint, images=images) for a in args]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lotus-depth: error: ") and message in error
+
+
+def test_readme_python_example_runs(files, capsys):
+    """The README's API example, with its file names pointed at tiny checkpoints."""
+    checkpoint, _, vae, _ = files
+    readme = (REPO / "README.md").read_text()
+    code = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace('"lotus-depth-g-v1-0.safetensors"', repr(str(checkpoint)))
+    code = code.replace('"vae-ft-mse-840000-ema-pruned.safetensors"', repr(str(vae)))
+    exec(compile(code, "README.md", "exec"), {})
+    assert "Quantity.DEPTH torch.Size([2, 1, 480, 640]) torch.Size([2, 1, 480, 640])" in capsys.readouterr().out
