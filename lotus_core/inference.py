@@ -46,7 +46,8 @@ def predict(
             Neither: torch's global RNG, as the reference without ``--seed``. All random numbers are
             drawn up front for the whole batch, so results do not depend on ``chunk_size``.
         noise: explicit Lotus-G noise, [1 or B, 4, h/8, w/8] at the processing size.
-        shared_noise: one noise draw for the whole batch (steadier across video frames).
+        shared_noise: one draw of the random numbers (Lotus-G noise, VAE sample) for the whole batch,
+            so identical frames give identical results (steadier video).
         encode: "sample" draws from the VAE posterior as the reference does; "mean" is deterministic.
         resample: resize to the processing size ("bilinear" as the reference, "bicubic", "nearest-exact").
         restore: resize back to the input size ("nearest-exact" as the reference, or "bilinear").
@@ -77,7 +78,7 @@ def predict(
         noise = _generative_noise(noise, latent_shape, shared_noise, generator)
     elif noise is not None:
         raise LotusError("noise was given, but Lotus-D checkpoints take no noise (only Lotus-G does)")
-    posterior_noise = _randn(latent_shape, generator) if encode == "sample" else None
+    posterior_noise = _draw(latent_shape, shared_noise, generator) if encode == "sample" else None
 
     unet, vae, device = model.unet, model.vae, model.device
     prompt_embeds = model.prompt_embeds.to(device, unet.dtype)
@@ -116,14 +117,16 @@ def predict(
     return LotusPrediction(torch.cat(outputs), torch.cat(latents), model.quantity)
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+def _draw(shape: tuple[int, ...], shared: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal numbers of ``shape``; with ``shared``, one draw repeated over the batch."""
     device = generator.device if generator is not None else "cpu"
-    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+    draw_shape = (1, *shape[1:]) if shared else shape
+    return torch.randn(draw_shape, generator=generator, device=device, dtype=torch.float32).expand(shape)
 
 
 def _generative_noise(noise, shape, shared, generator) -> torch.Tensor:
     if noise is None:
-        return _randn((1, *shape[1:]), generator).expand(shape) if shared else _randn(shape, generator)
+        return _draw(shape, shared, generator)
     expected = f"[1 or {shape[0]}, {shape[1]}, {shape[2]}, {shape[3]}]"
     if not isinstance(noise, torch.Tensor) or noise.ndim != 4 or noise.shape[0] not in (1, shape[0]) \
             or tuple(noise.shape[1:]) != shape[1:]:

@@ -59,6 +59,11 @@ class LoadLotusModel(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, checkpoint: str, vae: str) -> bool | str:
+        # Naming these inputs here turns off ComfyUI's own check that they are among the options.
+        if checkpoint not in checkpoint_choices():
+            return f"checkpoint {checkpoint!r} is not a Lotus checkpoint in models/lotus or models/diffusion_models"
+        if vae not in vae_choices():
+            return f"vae {vae!r} is not a .safetensors file in models/vae"
         if vae == FROM_CHECKPOINT_FOLDER and not checkpoint.endswith("/"):
             return (f"checkpoint {checkpoint!r} holds only the UNet: choose an SD1.x/SD2 VAE in 'vae'"
                     " (e.g. vae-ft-mse-840000-ema-pruned.safetensors in models/vae)")

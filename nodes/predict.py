@@ -25,8 +25,8 @@ def _inputs() -> list:
         io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                      tooltip="Seed of the noise (Lotus-G) and of the VAE's latent sample."),
         io.Combo.Input("noise", options=list(NOISE_MODES), default=NOISE_MODES[0],
-                       tooltip="Lotus-G only: one noise draw per image, or one shared by the whole batch"
-                               " (steadier across video frames)."),
+                       tooltip="One random draw (Lotus-G noise, VAE sample) per image, or one shared by the"
+                               " whole batch: steadier across video frames."),
         io.Int.Input("chunk_size", default=1, min=1, max=256,
                      tooltip="Images per model pass: higher is faster on a GPU with memory to spare."),
     ]
