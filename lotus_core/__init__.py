@@ -6,12 +6,15 @@
     control = lotus_core.to_controlnet(prediction)           # [B, 1, H, W], near = white
 """
 
+from .ensemble import predict_ensemble
 from .errors import LotusError
 from .inference import predict
 from .loading import load_model
 from .model import LotusModel
 from .outputs import LotusPrediction, normals_to_image, to_controlnet
+from .tiling import predict_tiled
 from .variants import KNOWN_CHECKPOINTS, Quantity
+from .video import predict_video
 
 __all__ = [
     "KNOWN_CHECKPOINTS",
@@ -22,5 +25,8 @@ __all__ = [
     "load_model",
     "normals_to_image",
     "predict",
+    "predict_ensemble",
+    "predict_tiled",
+    "predict_video",
     "to_controlnet",
 ]

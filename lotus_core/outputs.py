@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .alignment import normalize
 from .errors import LotusError
 from .variants import Quantity
 
@@ -15,14 +16,18 @@ class LotusPrediction:
     """One batch of Lotus predictions at the input size.
 
     Attributes:
-        image: [B, 3, H, W] in [0, 1], the decoded output exactly as the reference pipeline returns it.
+        image: [B, 3, H, W] in [0, 1]: from ``predict``, the decoded output exactly as the reference
+            pipeline returns it; from the ensemble/tiled/video functions, their combined result in the
+            same encoding.
         latent: [B, 4, h, w] the predicted clean latent (x0), e.g. to blend into the next video frame.
         quantity: what ``image`` encodes.
+        uncertainty: [B, 1, H, W] spread of an ensemble's members (None for single predictions).
     """
 
     image: torch.Tensor
     latent: torch.Tensor
     quantity: Quantity
+    uncertainty: torch.Tensor | None = None
 
     @property
     def values(self) -> torch.Tensor:
@@ -32,23 +37,29 @@ class LotusPrediction:
             return torch.nn.functional.normalize(self.image * 2 - 1, dim=1)
         return self.image.mean(dim=1, keepdim=True)
 
+    @classmethod
+    def from_values(cls, values: torch.Tensor, latent: torch.Tensor, quantity: Quantity,
+                    uncertainty: torch.Tensor | None = None) -> LotusPrediction:
+        """The prediction whose ``values`` are ``values`` (depth [B, 1, H, W] or unit normals [B, 3, H, W])."""
+        image = (values + 1) / 2 if quantity is Quantity.NORMAL else values.expand(-1, 3, -1, -1)
+        return cls(image.contiguous(), latent, quantity, uncertainty)
 
-def to_controlnet(prediction: LotusPrediction) -> torch.Tensor:
-    """[B, 1, H, W] in [0, 1] with near = white, each image stretched to the full range.
 
-    This is what depth ControlNets were trained on (MiDaS-style inverse depth). v1.x depth
-    checkpoints predict near = 0 and are inverted; ``*-disparity`` ones already have near = 1.
+def to_controlnet(prediction: LotusPrediction, *, low: float = 0.0, high: float = 100.0, per_image: bool = True,
+                  gamma: float = 1.0) -> torch.Tensor:
+    """[B, 1, H, W] in [0, 1] with near = white, stretched so percentiles ``low``/``high`` become 0/1.
+
+    The defaults (each image's min..max) give what depth ControlNets were trained on (MiDaS-style
+    relative inverse depth). v1.x depth checkpoints predict near = 0 and are inverted;
+    ``*-disparity`` ones already have near = 1. ``per_image=False`` keeps one scale over the batch
+    (video); ``gamma`` < 1 brightens the far range, > 1 darkens it.
     """
     if prediction.quantity is Quantity.NORMAL:
         raise LotusError("to_controlnet needs a depth or disparity prediction, got normals")
     values = prediction.values
     if not prediction.quantity.near_is_high:
         values = 1 - values
-    low = values.amin(dim=(1, 2, 3), keepdim=True)
-    high = values.amax(dim=(1, 2, 3), keepdim=True)
-    # A flat prediction has no near or far: map it to mid-grey instead of dividing by zero.
-    span = high - low
-    return torch.where(span > 0, (values - low) / span.clamp_min(1e-12), torch.full_like(values, 0.5))
+    return normalize(values, low, high, per_image=per_image, gamma=gamma)
 
 
 def normals_to_image(prediction: LotusPrediction) -> torch.Tensor:
