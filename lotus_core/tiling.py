@@ -9,6 +9,7 @@ tiles are then blended with smooth weights that sum to one at every pixel, so no
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -66,31 +67,34 @@ def _ramp(length: int, ramp_start: bool, ramp_end: bool, overlap: int) -> torch.
     return weight
 
 
-class TileBlender:
-    """Accumulates tile predictions into one map with weights that sum to one at every pixel."""
+def blend_weights(tiles: list[Tile], height: int, width: int, overlap: int) -> list[torch.Tensor]:
+    """Each tile's blend weight [h, w]: smooth ramps over the overlaps, summing to one at every pixel."""
+    raw = []
+    for tile in tiles:
+        rows = _ramp(tile.height, tile.top > 0, tile.top + tile.height < height, overlap)
+        cols = _ramp(tile.width, tile.left > 0, tile.left + tile.width < width, overlap)
+        raw.append(rows[:, None] * cols[None, :])
+    total = torch.zeros(height, width)
+    for tile, weight in zip(tiles, raw):
+        total[tile.region] += weight
+    return [weight / total[tile.region] for tile, weight in zip(tiles, raw)]
 
-    def __init__(self, batch: int, channels: int, height: int, width: int, tiles: list[Tile], overlap: int):
-        self.tiles, self.overlap = tiles, overlap
-        self.height, self.width = height, width
-        self.total = torch.zeros(batch, channels, height, width)
-        self.weight_sum = torch.zeros(height, width)
-        for tile in tiles:
-            self.weight_sum[tile.region] += self.raw_weight(tile)
 
-    def raw_weight(self, tile: Tile) -> torch.Tensor:
-        rows = _ramp(tile.height, tile.top > 0, tile.top + tile.height < self.height, self.overlap)
-        cols = _ramp(tile.width, tile.left > 0, tile.left + tile.width < self.width, self.overlap)
-        return rows[:, None] * cols[None, :]
+def blend_tiles(reference: torch.Tensor, tiles: list[Tile], tile_values: Iterable[torch.Tensor], overlap: int,
+                align: bool = True) -> torch.Tensor:
+    """Blend per-tile maps [B, C, h, w] into one [B, C, H, W] the size of ``reference``.
 
-    def weight(self, tile: Tile) -> torch.Tensor:
-        """The tile's final blend weight [h, w]: over all tiles these sum to one everywhere."""
-        return self.raw_weight(tile) / self.weight_sum[tile.region]
-
-    def add(self, tile: Tile, values: torch.Tensor) -> None:
-        self.total[(..., *tile.region)] += self.weight(tile) * values.to(self.total)
-
-    def result(self) -> torch.Tensor:
-        return self.total
+    With ``align``, each tile is first mapped onto ``reference`` (the global prediction) by its
+    least-squares scale and shift over the tile's area. ``tile_values`` may be a generator, so only
+    one tile needs to exist at a time.
+    """
+    height, width = reference.shape[-2:]
+    result = torch.zeros_like(reference)
+    for tile, weight, values in zip(tiles, blend_weights(tiles, height, width, overlap), tile_values, strict=True):
+        area = (..., *tile.region)
+        values = values.to(reference)
+        result[area] += weight * (align_to(values, reference[area]) if align else values)
+    return result
 
 
 def predict_tiled(
@@ -110,23 +114,23 @@ def predict_tiled(
     Other options are those of ``predict``.
     """
     check_images(images)
-    batch, _, height, width = images.shape
+    height, width = images.shape[-2:]
     tiles = tile_layout(height, width, tile_size, overlap)
     total_steps = len(tiles) + 1
     whole = predict(model, images, processing_resolution=processing_resolution, restore="bilinear",
                     **predict_options)
     if callback is not None:
         callback(1, total_steps)
-    reference = whole.values.cpu()  # [B,C,H,W]
-    blender = TileBlender(batch, reference.shape[1], height, width, tiles, overlap)
-    for done, tile in enumerate(tiles, start=2):
-        values = predict(model, images[(..., *tile.region)], processing_resolution=0, **predict_options).values.cpu()
-        if model.quantity is not Quantity.NORMAL:
-            values = align_to(values, reference[(..., *tile.region)])
-        blender.add(tile, values)
-        if callback is not None:
-            callback(done, total_steps)
-    combined = blender.result()
+
+    def tile_predictions():
+        for done, tile in enumerate(tiles, start=2):
+            values = predict(model, images[(..., *tile.region)], processing_resolution=0, **predict_options).values
+            if callback is not None:
+                callback(done, total_steps)
+            yield values
+
+    combined = blend_tiles(whole.values.cpu(), tiles, tile_predictions(), overlap,
+                           align=model.quantity is not Quantity.NORMAL)
     if model.quantity is Quantity.NORMAL:
         combined = torch.nn.functional.normalize(combined, dim=1)
     else:

@@ -63,14 +63,19 @@ def predict_video(
                              callback=callback, **options)
         values, latents = prediction.values, prediction.latent
     else:
+        if seed is None:
+            seed = int(torch.randint(0, 2**63 - 1, ()))
+        # Draw as predict(seed=seed, shared_noise=True) would: the noise, then the VAE sample. Every
+        # frame restarts from the state after the noise, so all frames share one VAE sample.
+        generator = torch.Generator("cpu").manual_seed(seed)
         size = processing_size(height, width, processing_resolution)
-        generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
         shared = torch.randn((1, 4, size[0] // 8, size[1] // 8), generator=generator)
+        after_noise = generator.get_state()
         outputs, latent_list, previous = [], [], None
         for index in range(count):
             noise = shared if previous is None else (1 - latent_blend) * shared + latent_blend * previous
-            # The same seed for every frame: the VAE sample is shared too.
-            single = predict(model, frames[index:index + 1], noise=noise, seed=seed, **options)
+            frame_generator = torch.Generator("cpu").set_state(after_noise)
+            single = predict(model, frames[index:index + 1], noise=noise, generator=frame_generator, **options)
             outputs.append(single.values)
             latent_list.append(single.latent)
             previous = single.latent.cpu()
