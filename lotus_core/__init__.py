@@ -4,10 +4,13 @@
     model = lotus_core.load_model("lotus-depth-g-v1-0.safetensors", vae="vae-ft-mse-840000-ema-pruned.safetensors")
     prediction = lotus_core.predict(model, images, seed=0)   # images: [B, 3, H, W] in [0, 1]
     control = lotus_core.to_controlnet(prediction)           # [B, 1, H, W], near = white
+
+    model = lotus_core.load_model("lotus-depth-g-v2-1-disparity")  # a known release: downloaded once
 """
 
 from .ensemble import predict_ensemble
 from .errors import LotusError
+from .hub import fetch
 from .inference import predict
 from .loading import load_model
 from .model import LotusModel
@@ -22,6 +25,7 @@ __all__ = [
     "LotusModel",
     "LotusPrediction",
     "Quantity",
+    "fetch",
     "load_model",
     "normals_to_image",
     "predict",

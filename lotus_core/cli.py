@@ -16,15 +16,19 @@ from .errors import LotusError
 from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
 from .loading import DTYPES, load_model
 from .outputs import normals_to_image, to_controlnet
-from .variants import Quantity
+from .variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 SAVE_KINDS = ("png16", "npy", "control")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="lotus-depth", description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("checkpoint", help="Lotus UNet .safetensors file or diffusers folder")
+    parser = argparse.ArgumentParser(
+        prog="lotus-depth", description=__doc__.split(":", 1)[1].strip(),
+        epilog="Known releases (a name that is not an existing path is downloaded once into the Hugging Face"
+               " cache; HF_HUB_OFFLINE, HF_ENDPOINT, HF_TOKEN, HF_HOME/HF_HUB_CACHE apply): "
+               + ", ".join(k.name for k in KNOWN_CHECKPOINTS))
+    parser.add_argument("checkpoint", help="Lotus UNet .safetensors file, diffusers folder, or a known release name")
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
     parser.add_argument("-o", "--output", type=Path, default=Path("lotus_output"), help="output folder")
     parser.add_argument("--vae", help="SD1.x/SD2 VAE file or folder (default: the checkpoint folder's vae/)")
@@ -79,6 +83,27 @@ def save(prediction, stem: Path, kinds: list[str]) -> None:
         np.save(f"{stem}_{suffix}.npy", values.astype(np.float32))
 
 
+class DownloadBar:
+    """A terminal progress bar for ``load_model(download_progress=…)``, shown once bytes flow."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from huggingface_hub.utils import are_progress_bars_disabled
+
+            self.bar = tqdm(total=total, desc=self.description, unit="B", unit_scale=True, unit_divisor=1024,
+                            disable=are_progress_bars_disabled())
+        if self.bar.disable:  # closed, or progress bars turned off (HF_HUB_DISABLE_PROGRESS_BARS)
+            return
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -87,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         if not images:
             raise LotusError("no images found in " + ", ".join(map(str, args.inputs)))
         device = args.device or default_device()
+        release = None if Path(args.checkpoint).expanduser().exists() else known_checkpoint(args.checkpoint)
+        progress = DownloadBar(f"downloading {release.name}") if release is not None else None
         model = load_model(args.checkpoint, args.vae, quantity=args.quantity, device=device,
-                           dtype=args.dtype, allow_pickle=args.allow_pickle)
+                           dtype=args.dtype, allow_pickle=args.allow_pickle, download_progress=progress)
         args.output.mkdir(parents=True, exist_ok=True)
         for path in tqdm(images, desc="lotus", unit="image", disable=len(images) < 2):
             rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255

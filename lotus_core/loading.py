@@ -11,8 +11,9 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from .architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
 from .checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
 from .errors import LotusError
+from .hub import ProgressCallback, fetch
 from .model import LotusModel, coerce_quantity
-from .variants import Quantity, identify_by_hash, identify_by_name
+from .variants import KNOWN_CHECKPOINTS, Quantity, identify_by_hash, identify_by_name, known_checkpoint
 
 WEIGHT_NAMES = ("diffusion_pytorch_model{}.safetensors", "diffusion_pytorch_model{}.bin")
 # model_index.json class names that only the v2 disparity releases use
@@ -29,29 +30,38 @@ def load_model(
     dtype: torch.dtype | str = torch.float32,
     vae_dtype: torch.dtype | str | None = None,
     allow_pickle: bool = False,
+    download_progress: ProgressCallback | None = None,
 ) -> LotusModel:
     """Load a Lotus checkpoint straight to ``device`` and ``dtype``.
 
     Args:
-        checkpoint: a single-file UNet (``.safetensors``, diffusers or ComfyUI/LDM key names) or a
-            diffusers folder (``model_index.json``, ``unet/``, ``vae/``).
+        checkpoint: a single-file UNet (``.safetensors``, diffusers or ComfyUI/LDM key names), a
+            diffusers folder (``model_index.json``, ``unet/``, ``vae/``), or the name of a published
+            release (``KNOWN_CHECKPOINTS``, e.g. "lotus-depth-g-v2-1-disparity") that is not an
+            existing path: it is taken from the Hugging Face cache, downloaded first if needed
+            (``lotus_core.hub.fetch``).
         vae: an SD1.x/SD2 VAE file or ``vae/`` folder; defaults to the checkpoint folder's ``vae/``.
         quantity: "depth", "disparity" or "normal"; needed only for files not in the table of
             known releases (``lotus_core.KNOWN_CHECKPOINTS``).
         dtype, vae_dtype: weights precision (``vae_dtype`` defaults to ``dtype``).
         allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` pickles (loaded with ``weights_only``).
+        download_progress: called with (bytes done, bytes total) while a release is downloaded.
     """
     path = Path(checkpoint).expanduser()
     dtype = _coerce_dtype("dtype", dtype)
     vae_dtype = _coerce_dtype("vae_dtype", vae_dtype) if vae_dtype is not None else dtype
     device = torch.device(device)
+    release = None
+    if not path.exists():
+        release = known_checkpoint(str(checkpoint))
+        if release is None:
+            raise LotusError(f"checkpoint {str(path)!r} does not exist{_known_names_hint(path)}")
+        path = fetch(release, progress=download_progress)
     if path.is_dir():
         unet_file = _component_weights(path / "unet", dtype, allow_pickle)
         vae = path / "vae" if vae is None else vae
-    elif path.exists():
-        unet_file = path
     else:
-        raise LotusError(f"checkpoint {str(path)!r} does not exist")
+        unet_file = path
     if vae is None:
         raise LotusError(
             f"checkpoint {path.name!r} holds only the UNet: pass vae= an SD1.x/SD2 VAE file"
@@ -62,8 +72,19 @@ def load_model(
     unet = build_with_weights(UNet2DConditionModel, unet_config_from_state_dict(unet_sd), unet_sd, device, dtype)
     generative = unet.config.in_channels == 8
     resolved = coerce_quantity(quantity) if quantity is not None else _known_quantity(path, generative)
+    name = release.name if release is not None else path.name.removesuffix(".safetensors")
     return LotusModel(unet, _load_vae(Path(vae).expanduser(), device, vae_dtype, allow_pickle), resolved,
-                      name=path.name.removesuffix(".safetensors"))
+                      name=name)
+
+
+def _known_names_hint(path: Path) -> str:
+    """For a missing checkpoint: where a known single file comes from, or the names that download."""
+    known = identify_by_name(path)
+    single = next((f for f in known.single_files if f.filename.lower() == path.name.lower()), None) if known else None
+    if single is not None:
+        return (f". It is a ComfyUI single file (UNet only, needs vae=) from {single.url}; or pass the name"
+                f" {known.name!r} to download the complete diffusers folder")
+    return "; known releases, downloaded on first use: " + ", ".join(k.name for k in KNOWN_CHECKPOINTS)
 
 
 def _load_vae(path: Path, device, dtype, allow_pickle) -> AutoencoderKL:

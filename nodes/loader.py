@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import comfy.model_management as mm
+import comfy.utils
 import folder_paths
 import torch
 from comfy_api.latest import io
 
 from ..lotus_core import load_model
 from .comfy_model import ComfyLotusModel
-from .model_files import FROM_CHECKPOINT_FOLDER, checkpoint_choices, resolve_checkpoint, vae_choices
+from .model_files import FROM_CHECKPOINT_FOLDER, checkpoint_choices, checkpoint_path, checkpoints_on_disk, vae_choices
 
 LotusModelType = io.Custom("LOTUSDEPTH_MODEL")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 QUANTITIES = ("auto", "depth", "disparity", "normal")
+DEFAULT_RELEASE = "lotus-depth-g-v2-1-disparity/"  # the Lotus authors' recommended depth model
 
 
 def _unet_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -41,8 +43,12 @@ class LoadLotusModel(io.ComfyNode):
             description="Loads a Lotus depth/normal checkpoint (Lotus-G or Lotus-D) and an SD VAE.",
             inputs=[
                 io.Combo.Input("checkpoint", options=checkpoint_choices(),
+                               default=(checkpoints_on_disk() or [DEFAULT_RELEASE])[0],
                                tooltip="Lotus UNet file or diffusers folder, from models/lotus or "
-                                       "models/diffusion_models. Only files holding a Lotus UNet are listed."),
+                                       "models/diffusion_models. Only files holding a Lotus UNet are listed. "
+                                       "Every published release is offered as <name>/: one not on disk yet is "
+                                       "downloaded from Hugging Face on first run into models/lotus/<name>/ "
+                                       "(about 3.7 GB, verified; progress bar; Cancel stops it)."),
                 io.Combo.Input("vae", options=vae_choices(), default=FROM_CHECKPOINT_FOLDER,
                                tooltip="An SD1.x/SD2 VAE from models/vae (e.g. vae-ft-mse-840000-ema-pruned)."
                                        " Single-file checkpoints need one; diffusers folders bring their own."),
@@ -61,7 +67,8 @@ class LoadLotusModel(io.ComfyNode):
     def validate_inputs(cls, checkpoint: str, vae: str) -> bool | str:
         # Naming these inputs here turns off ComfyUI's own check that they are among the options.
         if checkpoint not in checkpoint_choices():
-            return f"checkpoint {checkpoint!r} is not a Lotus checkpoint in models/lotus or models/diffusion_models"
+            return (f"checkpoint {checkpoint!r} is not a Lotus checkpoint in models/lotus or models/diffusion_models,"
+                    " nor a known Lotus release")
         if vae not in vae_choices():
             return f"vae {vae!r} is not a .safetensors file in models/vae"
         if vae == FROM_CHECKPOINT_FOLDER and not checkpoint.endswith("/"):
@@ -73,8 +80,14 @@ class LoadLotusModel(io.ComfyNode):
     def execute(cls, checkpoint: str, vae: str, precision: str, quantity: str) -> io.NodeOutput:
         load_device = mm.get_torch_device()
         vae_path = None if vae == FROM_CHECKPOINT_FOLDER else folder_paths.get_full_path_or_raise("vae", vae)
+        progress = comfy.utils.ProgressBar(1)
+
+        def on_download(done: int, total: int) -> None:
+            mm.throw_exception_if_processing_interrupted()
+            progress.update_absolute(done, total)
+
         core = load_model(
-            resolve_checkpoint(checkpoint),
+            checkpoint_path(checkpoint, on_download),
             vae_path,
             quantity=None if quantity == "auto" else quantity,
             device=mm.unet_offload_device(),

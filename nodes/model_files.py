@@ -9,6 +9,8 @@ from pathlib import Path
 import folder_paths
 
 from ..lotus_core.checkpoint import read_safetensors_keys
+from ..lotus_core.hub import ProgressCallback, fetch, missing_files
+from ..lotus_core.variants import KNOWN_CHECKPOINTS, KnownCheckpoint, known_checkpoint
 
 LOTUS_FOLDER = "lotus"  # models/lotus, plus any `lotus:` entry in extra_model_paths.yaml
 CHECKPOINT_FOLDERS = (LOTUS_FOLDER, "diffusion_models")
@@ -44,13 +46,25 @@ def _diffusers_folders(root: Path) -> list[str]:
 
 
 def checkpoint_choices() -> list[str]:
+    """What the loader offers: the checkpoints on disk, and every known release as "<name>/".
+
+    A release that is not on disk yet is downloaded on first use into models/lotus/<name>/, so its
+    value is the one the folder will have: saved workflows stay valid before and after.
+    """
+    return sorted(dict.fromkeys(checkpoints_on_disk() + [f"{k.name}/" for k in KNOWN_CHECKPOINTS if k.download]))
+
+
+def checkpoints_on_disk() -> list[str]:
     """Lotus single files and diffusers folders in the lotus and diffusion_models folders."""
     choices: list[str] = []
     for folder in CHECKPOINT_FOLDERS:
         roots = [Path(p) for p in folder_paths.get_folder_paths(folder) if os.path.isdir(p)]
         folders = [f for root in roots for f in _diffusers_folders(root)]
+        # A release folder that is still downloading (no model_index.json yet) is offered as "<name>/":
+        # its unet/ file is not listed on its own.
+        inside = folders + [f"{k.name}/" for k in KNOWN_CHECKPOINTS]
         for name in folder_paths.get_filename_list(folder):
-            if name.endswith(".safetensors") and not any(name.startswith(f) for f in folders):
+            if name.endswith(".safetensors") and not any(name.startswith(f) for f in inside):
                 path = folder_paths.get_full_path(folder, name)
                 stat = os.stat(path)
                 if _is_lotus_file(path, stat.st_mtime_ns, stat.st_size):
@@ -59,13 +73,41 @@ def checkpoint_choices() -> list[str]:
     return sorted(dict.fromkeys(choices))
 
 
-def resolve_checkpoint(name: str) -> Path:
+def _find(name: str) -> Path | None:
     for folder in CHECKPOINT_FOLDERS:
         for root in folder_paths.get_folder_paths(folder):
             candidate = Path(root) / name
             if candidate.exists():
                 return candidate
-    raise FileNotFoundError(f"Lotus checkpoint {name!r} is not in models/lotus or models/diffusion_models")
+    return None
+
+
+def resolve_checkpoint(name: str) -> Path:
+    found = _find(name)
+    if found is None:
+        raise FileNotFoundError(f"Lotus checkpoint {name!r} is not in models/lotus or models/diffusion_models")
+    return found
+
+
+def release_of(name: str) -> KnownCheckpoint | None:
+    """The known release a "<name>/" choice stands for (downloadable), else None."""
+    known = known_checkpoint(name) if name.endswith("/") else None
+    return known if known is not None and known.download else None
+
+
+def download_folder(known: KnownCheckpoint) -> Path:
+    """Where a release is downloaded: models/lotus/<name>, or the first `lotus:` folder of
+    extra_model_paths.yaml (it comes first in ComfyUI's list, so users can put models on another disk)."""
+    return Path(folder_paths.get_folder_paths(LOTUS_FOLDER)[0]) / known.name
+
+
+def checkpoint_path(name: str, progress: ProgressCallback | None = None) -> Path:
+    """The checkpoint's path; a known release missing from disk (or incomplete) is downloaded first."""
+    known = release_of(name)
+    found = _find(name)
+    if known is None or (found is not None and not missing_files(known, found)):
+        return resolve_checkpoint(name)
+    return fetch(known, local_dir=found if found is not None else download_folder(known), progress=progress)
 
 
 def vae_choices() -> list[str]:

@@ -115,9 +115,11 @@ def test_object_info_lists_the_nodes_with_their_schema(server):
     assert loader["display_name"] == "Load Lotus Model" and loader["category"] == "loaders"
     assert loader["output"] == ["LOTUSDEPTH_MODEL"]
     options = loader["input"]["required"]["checkpoint"][1]["options"]
-    assert sorted(options) == ["lotus-depth-d-v2-0-disparity.safetensors", "lotus-depth-g-v1-0.safetensors",
-                               "lotus-depth-g-v2-1-disparity/", "lotus-normal-d-v1-1.safetensors",
-                               "lotus-normal-g-v1-0.safetensors", "my-finetune.safetensors"]
+    on_disk = ["lotus-depth-d-v2-0-disparity.safetensors", "lotus-depth-g-v1-0.safetensors",
+               "lotus-depth-g-v2-1-disparity/", "lotus-normal-d-v1-1.safetensors",
+               "lotus-normal-g-v1-0.safetensors", "my-finetune.safetensors"]
+    releases = [f"{k.name}/" for k in lotus_core.KNOWN_CHECKPOINTS]  # downloaded on first run (test_nodes_download)
+    assert sorted(options) == sorted(set(on_disk + releases))
     assert loader["input"]["required"]["vae"][1]["options"] == ["(from checkpoint folder)", VAE]
     assert loader["input"]["required"]["precision"][1]["options"] == ["auto", "fp32", "fp16", "bf16"]
     assert loader["input"]["required"]["quantity"][1]["options"] == ["auto", "depth", "disparity", "normal"]
