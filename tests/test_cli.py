@@ -71,7 +71,7 @@ def test_cli_normals(files, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["missing.safetensors", "."], "does not exist"),
+    (["missing.safetensors", "{images}"], "does not exist"),
     (["{checkpoint}", "no-such-folder"], "input 'no-such-folder' does not exist"),
     (["{checkpoint}", "{images}"], "holds only the UNet: pass vae="),
 ], ids=["missing-checkpoint", "missing-input", "no-vae"])
