@@ -34,3 +34,25 @@ __all__ = [
     "predict_video",
     "to_controlnet",
 ]
+
+# Depth outputs for other tools (issue 7): files, colour maps, levels, normals from depth, point clouds.
+from .colormaps import COLORMAPS, colorize  # noqa: E402
+from .depthmap import DepthMap, with_known_distances, with_near_far  # noqa: E402
+from .export import read_depth_file, save_depth_frame, write_exr, write_npy, write_png16  # noqa: E402
+from .geometry import (  # noqa: E402
+    NORMAL_CONVENTIONS,
+    convert_normal_map,
+    decode_normals,
+    encode_normals,
+    normals_from_depth,
+    points_from_depth,
+)
+from .levels import normalize, percentile_range, remap  # noqa: E402
+from .pointcloud import save_point_cloud, write_ply  # noqa: E402
+
+__all__ += [
+    "COLORMAPS", "DepthMap", "NORMAL_CONVENTIONS", "colorize", "convert_normal_map", "decode_normals",
+    "encode_normals", "normalize", "normals_from_depth", "percentile_range", "points_from_depth",
+    "read_depth_file", "remap", "save_depth_frame", "save_point_cloud", "with_known_distances", "with_near_far",
+    "write_exr", "write_npy", "write_ply", "write_png16",
+]

@@ -12,14 +12,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .colormaps import COLORMAPS, colorize
+from .depthmap import DepthMap
 from .errors import LotusError
+from .export import save_depth_frame, write_exr
 from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
 from .loading import DTYPES, load_model
 from .outputs import normals_to_image, to_controlnet
 from .variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-SAVE_KINDS = ("png16", "npy", "control")
+SAVE_KINDS = ("png16", "npy", "control", "exr", "color")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,8 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights precision")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["png16", "npy"],
-                        help="png16: 16-bit PNG of the native output; npy: float32 array;"
-                             " control: 8-bit ControlNet map (near = white)")
+                        help="png16: 16-bit PNG of the native output (metadata in text chunks); npy: float32"
+                             " array; control: 8-bit ControlNet map (near = white); exr: 32-bit float EXR"
+                             " (metadata in the header); color: 8-bit colour view (--colormap)")
+    parser.add_argument("--colormap", choices=list(COLORMAPS), default="spectral",
+                        help="colour map of --save color (default %(default)s, as the Lotus reference: near = red)")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .ckpt/.pt/.bin pickle checkpoints")
     return parser.parse_args(argv)
 
@@ -64,18 +70,26 @@ def default_device() -> str:
     return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
-def save(prediction, stem: Path, kinds: list[str]) -> None:
+def save(prediction, stem: Path, kinds: list[str], *, colormap: str = "spectral", model: str = "",
+         processing_resolution: int | None = None) -> None:
     if prediction.quantity is Quantity.NORMAL:
         values = prediction.values[0].permute(1, 2, 0).cpu().numpy()  # [H,W,3] unit vectors
         rgb = normals_to_image(prediction)[0].permute(1, 2, 0).cpu().numpy()
-        if "png16" in kinds or "control" in kinds:  # PIL writes RGB PNGs with 8 bits per channel only
+        if {"png16", "control", "color"} & set(kinds):  # PIL writes RGB PNGs with 8 bits per channel only
             Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(f"{stem}_normal.png")
+        if "exr" in kinds:
+            write_exr(f"{stem}_normal.exr", values)  # R, G, B = the unit vector's x (left), y (up), z
         suffix = "normal"
     else:
+        depth = DepthMap.from_prediction(prediction, model, processing_resolution)
         values = prediction.values[0, 0].cpu().numpy()  # [H,W] in [0,1]
         suffix = prediction.quantity.value
-        if "png16" in kinds:
-            Image.fromarray(np.round(values * 65535).astype(np.uint16)).save(f"{stem}_{suffix}.png")
+        for kind, extension in (("png16", "png"), ("exr", "exr")):
+            if kind in kinds:
+                save_depth_frame(f"{stem}_{suffix}.{extension}", depth, 0, kind)  # png16: value * 65535
+        if "color" in kinds:  # truncated to 8 bits as the reference's visualisation
+            colours = colorize(depth, colormap)[0].permute(1, 2, 0).cpu().numpy()
+            Image.fromarray((colours * 255).astype(np.uint8)).save(f"{stem}_{suffix}_{colormap}.png")
         if "control" in kinds:
             control = to_controlnet(prediction)[0, 0].cpu().numpy()
             Image.fromarray(np.round(control * 255).astype(np.uint8)).save(f"{stem}_control.png")
@@ -121,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
             image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
             prediction = predict(model, image, processing_resolution=args.resolution, seed=args.seed)
-            save(prediction, args.output / path.stem, args.save)
+            save(prediction, args.output / path.stem, args.save, colormap=args.colormap, model=model.name,
+                 processing_resolution=args.resolution)
     except (LotusError, OSError) as error:
         print(f"lotus-depth: error: {error}", file=sys.stderr)
         return 2

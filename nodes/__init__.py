@@ -7,6 +7,9 @@ from .model_files import register_lotus_folder
 from .predict import LotusDepth, LotusNormals
 
 NODES = [LoadLotusModel, LotusDepth, LotusNormals]
+from .post import NODES as POST_NODES  # noqa: E402  (depth outputs: colour, levels, files, normals, PLY)
+
+NODES += POST_NODES
 
 
 class LotusDepthExtension(ComfyExtension):

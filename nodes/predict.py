@@ -7,10 +7,12 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..lotus_core import LotusPrediction, Quantity, normals_to_image, predict, to_controlnet
+from ..lotus_core import DepthMap, LotusPrediction, Quantity, normals_to_image, predict, to_controlnet
 from .comfy_model import ComfyLotusModel
 from .loader import LotusModelType
 
+# The native values plus their meaning (model, depth/disparity, processing resolution): a lotus_core.DepthMap.
+LotusDepthMapType = io.Custom("LOTUSDEPTH_DEPTH")
 NOISE_MODES = ("per image", "shared across batch")
 
 
@@ -73,6 +75,10 @@ class LotusDepth(io.ComfyNode):
                 io.Mask.Output(display_name="native",
                                tooltip="The model's own output in 0..1, not stretched: depth (near = 0) for"
                                        " v1 depth checkpoints, disparity (near = 1) for *-disparity ones."),
+                LotusDepthMapType.Output(display_name="lotus_depth",
+                                         tooltip="The native values with what they mean (model, depth or disparity,"
+                                                 " processing resolution), for the Save Depth, Colorize, Depth to"
+                                                 " Normals, Metric Depth and Point Cloud nodes."),
             ],
         )
 
@@ -81,8 +87,9 @@ class LotusDepth(io.ComfyNode):
         _require(lotus_model, {Quantity.DEPTH, Quantity.DISPARITY}, "Lotus Depth", "Lotus Normals")
         prediction = _predict(lotus_model, image, processing_resolution, seed, noise, chunk_size)
         control = to_controlnet(prediction)[:, 0].to(mm.intermediate_device())  # [B,H,W]
-        native = prediction.values[:, 0].to(mm.intermediate_device())
-        return io.NodeOutput(control[..., None].repeat(1, 1, 1, 3), control, native)
+        native = prediction.values.to(mm.intermediate_device())  # [B,1,H,W]
+        depth_map = DepthMap(native, prediction.quantity, lotus_model.core.name, processing_resolution)
+        return io.NodeOutput(control[..., None].repeat(1, 1, 1, 3), control, native[:, 0], depth_map)
 
 
 class LotusNormals(io.ComfyNode):

@@ -91,3 +91,9 @@ def test_readme_python_example_runs(files, capsys):
     code = code.replace('"vae-ft-mse-840000-ema-pruned.safetensors"', repr(str(vae)))
     exec(compile(code, "README.md", "exec"), {})
     assert "Quantity.DEPTH torch.Size([2, 1, 480, 640]) torch.Size([2, 1, 480, 640])" in capsys.readouterr().out
+
+
+def test_readme_models_table_is_generated_from_the_table():
+    from lotus_core.variants import models_markdown
+
+    assert models_markdown() in (REPO / "README.md").read_text(), "paste lotus_core.variants.models_markdown()"

@@ -126,8 +126,8 @@ def test_object_info_lists_the_nodes_with_their_schema(server):
 
     depth = info["LotusDepth_Depth"]
     assert depth["display_name"] == "Lotus Depth" and depth["category"] == "image/depth/lotus"
-    assert depth["output"] == ["IMAGE", "MASK", "MASK"]
-    assert depth["output_name"] == ["depth_image", "depth_mask", "native"]
+    assert depth["output"] == ["IMAGE", "MASK", "MASK", "LOTUSDEPTH_DEPTH"]
+    assert depth["output_name"] == ["depth_image", "depth_mask", "native", "lotus_depth"]
     assert info["LotusDepth_Normals"]["output"] == ["IMAGE"]
     required = depth["input"]["required"]
     assert list(required) == ["lotus_model", "image", "processing_resolution", "seed", "noise", "chunk_size"]
