@@ -1,4 +1,4 @@
-"""Least-squares scale/shift alignment and robust normalisation of affine-invariant maps.
+"""Least-squares scale/shift alignment of affine-invariant maps.
 
 Lotus depth and disparity are affine-invariant: two predictions of one scene agree only up to
 ``a * x + b``. Everything that combines predictions (ensembles, tiles, video frames) first brings
@@ -41,41 +41,6 @@ def align_to(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | 
     """``source`` mapped by the least-squares scale and shift that best match ``target``."""
     scale, shift = fit_scale_shift(source, target, weight)
     return scale * source + shift
-
-
-def percentile_range(values: torch.Tensor, low: float, high: float, dims=(1, 2, 3)) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``low`` and ``high`` percentiles (0..100) of ``values`` over ``dims`` (kept as size 1)."""
-    if not 0 <= low < high <= 100:
-        raise LotusError(f"percentiles ({low}, {high}) must satisfy 0 <= low < high <= 100")
-    return _percentile(values, low, dims), _percentile(values, high, dims)
-
-
-def _percentile(values: torch.Tensor, q: float, dims) -> torch.Tensor:
-    if q in (0, 100):  # exact and fast
-        return values.amin(dims, keepdim=True) if q == 0 else values.amax(dims, keepdim=True)
-    dims = [d % values.ndim for d in dims]
-    kept = [d for d in range(values.ndim) if d not in dims]
-    flat = values.permute(*kept, *dims).reshape(*[values.shape[d] for d in kept], -1).float()
-    # torch.quantile refuses very large inputs; a strided sample of 2^24 values is ample for a percentile.
-    flat = flat[..., :: max(1, flat.shape[-1] // (1 << 24))]
-    result = torch.quantile(flat, q / 100, dim=-1)
-    return result.reshape([1 if d in dims else values.shape[d] for d in range(values.ndim)]).to(values.dtype)
-
-
-def normalize(values: torch.Tensor, low: float = 0.0, high: float = 100.0, *, per_image: bool = True,
-              gamma: float = 1.0) -> torch.Tensor:
-    """Stretch ``values`` [B, 1, H, W] so the ``low``/``high`` percentiles map to 0 and 1, clip, apply gamma.
-
-    ``per_image=False`` takes the percentiles over the whole batch (a video sequence keeps one scale).
-    A flat map (no spread) becomes mid-grey rather than dividing by zero.
-    """
-    if gamma <= 0:
-        raise LotusError(f"gamma={gamma} must be > 0")
-    lo, hi = percentile_range(values, low, high, dims=(1, 2, 3) if per_image else (0, 1, 2, 3))
-    span = hi - lo
-    stretched = ((values - lo) / span.clamp_min(1e-12)).clamp(0, 1)
-    stretched = torch.where(span > 0, stretched, torch.full_like(values, 0.5))
-    return stretched if gamma == 1 else stretched.pow(gamma)
 
 
 def into_unit_range(values: torch.Tensor) -> torch.Tensor:

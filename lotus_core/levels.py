@@ -34,15 +34,13 @@ def percentile_range(values: torch.Tensor, low: float = 0.0, high: float = 100.0
     return bounds[0], bounds[1]
 
 
-def normalize(values: torch.Tensor, low: float = 0.0, high: float = 100.0, *, per_image: bool = True) -> torch.Tensor:
-    """Stretch [B, C, H, W] values so the ``low``/``high`` percentiles become 0/1, clipped to [0, 1].
-
-    An image without range (all values equal) becomes 0.5: it has no near or far.
+def normalize(values: torch.Tensor, low: float = 0.0, high: float = 100.0, *, per_image: bool = True,
+              gamma: float = 1.0) -> torch.Tensor:
+    """Stretch [B, C, H, W] values so the ``low``/``high`` percentiles become 0/1, clipped to [0, 1],
+    then ``t ** gamma``. An image without range (all values equal) becomes 0.5: it has no near or far.
     """
     lo, hi = percentile_range(values, low, high, per_image=per_image)
-    span = hi - lo
-    stretched = ((values.float() - lo) / span.clamp_min(1e-12)).clamp(0, 1)
-    return torch.where(span > 0, stretched, torch.full_like(stretched, 0.5))
+    return remap(values, lo, hi, gamma=gamma)
 
 
 def remap(values: torch.Tensor, in_low: torch.Tensor | float = 0.0, in_high: torch.Tensor | float = 1.0, *,

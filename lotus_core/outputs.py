@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .alignment import normalize
+from .levels import normalize
 from .errors import LotusError
 from .variants import Quantity
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import lotus_core
-from lotus_core.alignment import fit_scale_shift, into_unit_range, normalize
+from lotus_core.alignment import fit_scale_shift, into_unit_range
+from lotus_core.levels import normalize
 from lotus_core.ensemble import predict_ensemble
 from lotus_core.tiling import blend_tiles, blend_weights, predict_tiled, tile_layout
 from lotus_core.video import predict_video, stabilize
