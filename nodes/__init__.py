@@ -4,12 +4,11 @@ from comfy_api.latest import ComfyExtension, io
 
 from .loader import LoadLotusModel
 from .model_files import register_lotus_folder
+from .post import NODES as OUTPUT_NODES
 from .predict import LotusDepth, LotusNormals
+from .quality import NODES as QUALITY_NODES
 
-NODES = [LoadLotusModel, LotusDepth, LotusNormals]
-from .post import NODES as POST_NODES  # noqa: E402  (depth outputs: colour, levels, files, normals, PLY)
-
-NODES += POST_NODES
+NODES = [LoadLotusModel, LotusDepth, LotusNormals, *QUALITY_NODES, *OUTPUT_NODES]
 
 
 class LotusDepthExtension(ComfyExtension):

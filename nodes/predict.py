@@ -1,6 +1,8 @@
-"""The "Lotus Depth" and "Lotus Normals" nodes."""
+"""The "Lotus Depth" and "Lotus Normals" nodes, and what every prediction node shares."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import comfy.model_management as mm
 import comfy.utils
@@ -8,16 +10,20 @@ import torch
 from comfy_api.latest import io
 
 from ..lotus_core import DepthMap, LotusPrediction, Quantity, normals_to_image, predict, to_controlnet
+from ..lotus_core.imaging import check_images, processing_size
 from .comfy_model import ComfyLotusModel
 from .loader import LotusModelType
 
 # The native values plus their meaning (model, depth/disparity, processing resolution): a lotus_core.DepthMap.
 LotusDepthMapType = io.Custom("LOTUSDEPTH_DEPTH")
 NOISE_MODES = ("per image", "shared across batch")
+DEPTH_QUANTITIES = {Quantity.DEPTH, Quantity.DISPARITY}
+CATEGORY = "image/depth/lotus"
 
 
-def _inputs() -> list:
-    return [
+def prediction_inputs(noise: bool = True) -> list:
+    """The inputs every prediction node starts with (``noise`` only where members may differ)."""
+    inputs = [
         LotusModelType.Input("lotus_model", tooltip="From the Load Lotus Model node."),
         io.Image.Input("image", tooltip="Images to analyse; an alpha channel is ignored. The output has"
                                         " exactly their size."),
@@ -32,29 +38,71 @@ def _inputs() -> list:
         io.Int.Input("chunk_size", default=1, min=1, max=256,
                      tooltip="Images per model pass: higher is faster on a GPU with memory to spare."),
     ]
+    return inputs if noise else [i for i in inputs if i.id != "noise"]
 
 
-def _predict(model: ComfyLotusModel, image: torch.Tensor, processing_resolution: int, seed: int,
-             noise: str, chunk_size: int) -> LotusPrediction:
+def depth_outputs() -> list:
+    return [
+        io.Image.Output(display_name="depth_image",
+                        tooltip="ControlNet-ready depth: near = white, stretched to 0..1, 3 identical channels."),
+        io.Mask.Output(display_name="depth_mask", tooltip="The same map as a MASK (near = 1)."),
+        io.Mask.Output(display_name="native",
+                       tooltip="The model's own output in 0..1, not stretched: depth (near = 0) for v1 depth"
+                               " checkpoints, disparity (near = 1) for *-disparity ones."),
+        LotusDepthMapType.Output(display_name="lotus_depth",
+                                 tooltip="The native values with what they mean (model, depth or disparity,"
+                                         " processing resolution), for the Save Depth, Colorize, Depth to"
+                                         " Normals, Metric Depth and Point Cloud nodes."),
+    ]
+
+
+def core_images(image: torch.Tensor) -> torch.Tensor:
+    """A ComfyUI IMAGE [B, H, W, 3 or 4] as the core's [B, 3, H, W] (alpha dropped), checked."""
     if image.ndim != 4 or image.shape[-1] not in (3, 4):
         raise ValueError(f"image must be an IMAGE batch [B, H, W, 3 or 4], got shape {tuple(image.shape)}")
-    images = image[..., :3].movedim(-1, 1)  # [B,3,H,W]; alpha dropped
-    batch, _, height, width = images.shape
-    model.load(height, width, min(chunk_size, batch))
-    progress = comfy.utils.ProgressBar(batch)
+    images = image[..., :3].movedim(-1, 1)
+    check_images(images)  # before the processing size is derived from it, for the clearest message
+    return images
 
-    def on_chunk(done: int, total: int) -> None:
+
+def load_for(model: ComfyLotusModel, images: torch.Tensor, size: tuple[int, int], chunk_size: int) -> None:
+    """Bring the model to the compute device with room for one chunk at the processed ``size``."""
+    model.load(*size, min(chunk_size, images.shape[0]))
+
+
+def on_progress() -> Callable[[int, int], None]:
+    """A core ``callback`` that drives a ComfyUI progress bar and honours Cancel between steps."""
+    progress = comfy.utils.ProgressBar(1)
+
+    def callback(done: int, total: int) -> None:
         progress.update_absolute(done, total)
         mm.throw_exception_if_processing_interrupted()
 
-    return predict(model.core, images, processing_resolution=processing_resolution, seed=seed,
-                   shared_noise=noise == NOISE_MODES[1], chunk_size=chunk_size, callback=on_chunk)
+    return callback
 
 
-def _require(model: ComfyLotusModel, wanted: set[Quantity], node: str, other: str) -> None:
+def require(model: ComfyLotusModel, wanted: set[Quantity], node: str, other: str) -> None:
     if model.core.quantity not in wanted:
         raise ValueError(f"{model.core.name!r} predicts {model.core.quantity.value}; the {node} node needs a"
                          f" {' or '.join(sorted(q.value for q in wanted))} checkpoint. Use the {other} node.")
+
+
+def depth_result(model: ComfyLotusModel, prediction: LotusPrediction, processing_resolution: int,
+                 *extra: torch.Tensor, **normalisation) -> io.NodeOutput:
+    """The depth nodes' outputs (see ``depth_outputs``), then ``extra`` [B, 1, H, W] maps as MASKs."""
+    device = mm.intermediate_device()
+    control = to_controlnet(prediction, **normalisation)[:, 0].to(device)  # [B,H,W]
+    native = prediction.values.to(device)  # [B,1,H,W]
+    depth_map = DepthMap(native, prediction.quantity, model.core.name, processing_resolution)
+    return io.NodeOutput(control[..., None].repeat(1, 1, 1, 3), control, native[:, 0], depth_map,
+                         *(e[:, 0].to(device) for e in extra))
+
+
+def _predict(model: ComfyLotusModel, image, processing_resolution, seed, noise, chunk_size) -> LotusPrediction:
+    images = core_images(image)
+    load_for(model, images, processing_size(*images.shape[-2:], processing_resolution), chunk_size)
+    return predict(model.core, images, processing_resolution=processing_resolution, seed=seed,
+                   shared_noise=noise == NOISE_MODES[1], chunk_size=chunk_size, callback=on_progress())
 
 
 class LotusDepth(io.ComfyNode):
@@ -63,33 +111,18 @@ class LotusDepth(io.ComfyNode):
         return io.Schema(
             node_id="LotusDepth_Depth",
             display_name="Lotus Depth",
-            category="image/depth/lotus",
+            category=CATEGORY,
             description="Single-step Lotus depth. The image output is ControlNet-ready (near = white)"
                         " whichever checkpoint polarity (depth or disparity) the model has.",
-            inputs=_inputs(),
-            outputs=[
-                io.Image.Output(display_name="depth_image",
-                                tooltip="ControlNet-ready depth: near = white, each image stretched to 0..1,"
-                                        " 3 identical channels."),
-                io.Mask.Output(display_name="depth_mask", tooltip="The same map as a MASK (near = 1)."),
-                io.Mask.Output(display_name="native",
-                               tooltip="The model's own output in 0..1, not stretched: depth (near = 0) for"
-                                       " v1 depth checkpoints, disparity (near = 1) for *-disparity ones."),
-                LotusDepthMapType.Output(display_name="lotus_depth",
-                                         tooltip="The native values with what they mean (model, depth or disparity,"
-                                                 " processing resolution), for the Save Depth, Colorize, Depth to"
-                                                 " Normals, Metric Depth and Point Cloud nodes."),
-            ],
+            inputs=prediction_inputs(),
+            outputs=depth_outputs(),
         )
 
     @classmethod
     def execute(cls, lotus_model, image, processing_resolution, seed, noise, chunk_size) -> io.NodeOutput:
-        _require(lotus_model, {Quantity.DEPTH, Quantity.DISPARITY}, "Lotus Depth", "Lotus Normals")
+        require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth", "Lotus Normals")
         prediction = _predict(lotus_model, image, processing_resolution, seed, noise, chunk_size)
-        control = to_controlnet(prediction)[:, 0].to(mm.intermediate_device())  # [B,H,W]
-        native = prediction.values.to(mm.intermediate_device())  # [B,1,H,W]
-        depth_map = DepthMap(native, prediction.quantity, lotus_model.core.name, processing_resolution)
-        return io.NodeOutput(control[..., None].repeat(1, 1, 1, 3), control, native[:, 0], depth_map)
+        return depth_result(lotus_model, prediction, processing_resolution)
 
 
 class LotusNormals(io.ComfyNode):
@@ -98,9 +131,9 @@ class LotusNormals(io.ComfyNode):
         return io.Schema(
             node_id="LotusDepth_Normals",
             display_name="Lotus Normals",
-            category="image/depth/lotus",
+            category=CATEGORY,
             description="Single-step Lotus surface normals from a Lotus normal checkpoint.",
-            inputs=_inputs(),
+            inputs=prediction_inputs(),
             outputs=[io.Image.Output(display_name="normal_map",
                                      tooltip="Unit normals as RGB = (n + 1) / 2: R = left, G = up,"
                                              " B = towards the viewer (the Lotus/DSINE convention).")],
@@ -108,7 +141,7 @@ class LotusNormals(io.ComfyNode):
 
     @classmethod
     def execute(cls, lotus_model, image, processing_resolution, seed, noise, chunk_size) -> io.NodeOutput:
-        _require(lotus_model, {Quantity.NORMAL}, "Lotus Normals", "Lotus Depth")
+        require(lotus_model, {Quantity.NORMAL}, "Lotus Normals", "Lotus Depth")
         prediction = _predict(lotus_model, image, processing_resolution, seed, noise, chunk_size)
         normal_map = normals_to_image(prediction).movedim(1, -1).to(mm.intermediate_device())
         return io.NodeOutput(normal_map)
