@@ -20,7 +20,7 @@ if [ $# -ge 1 ]; then
         [ -x "$candidate" ] && python=$candidate && break
     done
     # Only what ComfyUI does not already bring; never touch its torch.
-    "$python" -m pip install -q diffusers safetensors
+    "$python" -m pip install -q diffusers safetensors huggingface-hub OpenEXR
     ln -sfn "$repo" "$comfy/custom_nodes/lotus_depth"
     base_args=()
 else
