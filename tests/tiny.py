@@ -99,3 +99,25 @@ def save_diffusers_folder(unet, vae, folder: Path, *, pipeline="LotusGPipeline",
     vae.save_pretrained(folder / "vae", variant=variant)
     (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline, "unet": ["diffusers", "UNet2DConditionModel"]}))
     return folder
+
+
+# --- appended for the core test suite: deterministic test pictures ---
+
+def synthetic_rgb(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A deterministic uint8 [H, W, 3] picture: smooth gradients (structure) plus seeded texture."""
+    import math
+
+    y = torch.linspace(0, 1, height)[:, None]
+    x = torch.linspace(0, 1, width)[None, :]
+    smooth = torch.stack([
+        0.5 + 0.4 * torch.sin(2 * math.pi * (x + 0.7 * y) + seed),
+        0.5 + 0.4 * torch.cos(3 * math.pi * x * y + 0.5 * seed),
+        0.2 + 0.6 * (1 - y) * x.expand(height, width),
+    ], dim=-1)
+    texture = torch.rand(height, width, 3, generator=torch.Generator().manual_seed(seed)) * 0.2 - 0.1
+    return ((smooth + texture).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def as_batch(*rgbs: torch.Tensor) -> torch.Tensor:
+    """uint8 [H, W, 3] pictures -> the core's input: float [B, 3, H, W] in [0, 1] (= uint8 / 255)."""
+    return torch.stack([rgb.permute(2, 0, 1).float() / 255 for rgb in rgbs])

@@ -1,0 +1,86 @@
+"""The core stands alone: its shipped text-conditioning constant, and no ComfyUI (or torchvision) import."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import lotus_core
+from lotus_core.model import empty_prompt_embeds
+
+REPO = Path(__file__).resolve().parents[1]
+ASSET_SHA256 = "2acb24ead482abb44c148a08bf963eceff0597d95a94f0c3e5d79d935d765977"
+FORBIDDEN_MODULES = ("comfy", "comfy_api", "folder_paths", "server", "execution", "nodes", "torchvision")
+
+
+def test_empty_prompt_embeds_asset_is_the_published_constant():
+    asset = resources.files("lotus_core") / "assets" / "empty_prompt_embeds_sd2.safetensors"
+    assert hashlib.sha256(asset.read_bytes()).hexdigest() == ASSET_SHA256
+
+
+def test_empty_prompt_embeds_values():
+    embeds = empty_prompt_embeds()
+    assert embeds.shape == (1, 2, 1024)  # BOS + EOS without padding, not 77 tokens
+    assert embeds.dtype == torch.float32
+    # Sanity values of SD2's text encoder for "" (lotus_reference.md §1.1)
+    torch.testing.assert_close(embeds[0, 0, :5], torch.tensor([-0.31343, -0.44757, -0.00824, -0.22799, 0.17857]),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(embeds[0, 1, :4], torch.tensor([1.41136, 0.00758, -0.42884, 0.08961]),
+                               atol=1e-5, rtol=0)
+    assert abs(embeds[0, 0].norm().item() - 17.25) < 0.01
+    assert abs(embeds[0, 1].norm().item() - 33.34) < 0.01
+
+
+def test_core_runs_without_comfyui_and_needs_no_torchvision(checkpoints, model_g, tmp_path):
+    """Import, load and predict in a fresh interpreter, then list what got imported.
+
+    torchvision is made unimportable there rather than looked for afterwards: diffusers imports
+    transformers (when installed), which imports torchvision (when installed), whatever the core does.
+    """
+    script = f"""
+import json, sys
+sys.modules["torchvision"] = None  # any 'import torchvision' now fails
+import torch
+from safetensors.torch import save_file
+import lotus_core
+
+model = lotus_core.load_model({str(checkpoints["g"])!r}, vae={str(checkpoints["vae"])!r})
+images = torch.linspace(0, 1, 3 * 24 * 40).reshape(1, 3, 24, 40)
+prediction = lotus_core.predict(model, images, processing_resolution=32, seed=0)
+save_file({{"image": prediction.image, "control": lotus_core.to_controlnet(prediction)}}, "out.safetensors")
+json.dump(sorted({{name.split(".")[0] for name, m in sys.modules.items() if m is not None}}), sys.stdout)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                               "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "lotus_core" in imported and "diffusers" in imported
+    assert [m for m in FORBIDDEN_MODULES if m in imported] == []
+
+    # and it computed what this process computes with the same weights
+    images = torch.linspace(0, 1, 3 * 24 * 40).reshape(1, 3, 24, 40)
+    expected = lotus_core.predict(model_g, images, processing_resolution=32, seed=0)
+    there = load_file(tmp_path / "out.safetensors")
+    assert there["image"].shape == (1, 3, 24, 40) and there["control"].shape == (1, 1, 24, 40)
+    torch.testing.assert_close(there["image"], expected.image, atol=1e-5, rtol=0)
+
+
+def test_core_sources_do_not_import_comfyui_or_torchvision():
+    for source in sorted((REPO / "lotus_core").glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            assert [n for n in names if n.split(".")[0] in FORBIDDEN_MODULES] == [], source.name
