@@ -18,6 +18,10 @@ from .errors import LotusError
 SD_HEAD_WIDTH = 64
 TASK_SWITCH_DIM = 4  # [sin(a), sin(b), cos(a), cos(b)] of the one-hot task switch
 LATENT_CHANNELS = 4
+NO_TASK_SWITCH = (
+    "not a Lotus checkpoint: it has no task-switch embedding ('class_embedding.linear_1.weight' /"
+    " 'label_emb.0.0.weight'); a plain Stable Diffusion UNet cannot predict depth"
+)
 
 # lotus-depth-d-v1-1/unet/config.json (lotus_reference.md §2.3); G differs only in in_channels=8.
 LOTUS_UNET_CONFIG: dict = {
@@ -77,10 +81,7 @@ def unet_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     if "conv_in.weight" not in sd or "down_blocks.0.resnets.0.conv1.weight" not in sd:
         raise LotusError("not a Lotus checkpoint: it has no UNet weights (no 'conv_in.weight')")
     if "class_embedding.linear_1.weight" not in sd:
-        raise LotusError(
-            "not a Lotus checkpoint: it has no task-switch embedding ('class_embedding.linear_1.weight'"
-            " / 'label_emb.0.0.weight'); a plain Stable Diffusion UNet cannot predict depth"
-        )
+        raise LotusError(NO_TASK_SWITCH)
     switch_dim = sd["class_embedding.linear_1.weight"].shape[1]
     in_channels = sd["conv_in.weight"].shape[1]
     if switch_dim != TASK_SWITCH_DIM or in_channels not in (LATENT_CHANNELS, 2 * LATENT_CHANNELS):

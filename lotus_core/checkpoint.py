@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .architecture import NO_TASK_SWITCH
 from .errors import LotusError
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -26,7 +28,13 @@ def read_state_dict(path: Path, device="cpu", allow_pickle: bool = False) -> dic
                 f"{path.name!r} is a pickle file ({path.suffix}), which can run code when loaded;"
                 " use a .safetensors file, or pass allow_pickle=True (CLI: --allow-pickle) if you trust it"
             )
-        loaded = torch.load(path, map_location=device, weights_only=True)
+        try:  # weights_only: even an allowed pickle may hold tensors only, never code to run
+            loaded = torch.load(path, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+            raise LotusError(
+                f"{str(path)!r} is not a plain weights pickle (it holds more than tensors, or is corrupt);"
+                f" it was not loaded: {str(error).splitlines()[0]}"
+            ) from None
         return dict(loaded.get("state_dict", loaded))
     if path.suffix.lower() != ".safetensors":
         raise LotusError(f"{path.name!r}: unsupported checkpoint type {path.suffix!r}; expected .safetensors")
@@ -61,7 +69,7 @@ def unet_to_diffusers_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         return sd
     keys = [k.removeprefix(LDM_UNET_PREFIX) for k in sd]
     if "label_emb.0.0.weight" not in keys:
-        return {}  # the caller reports "not a Lotus checkpoint"
+        raise LotusError(NO_TASK_SWITCH)
     levels = 1 + sum(k.startswith("input_blocks.") and k.endswith(".0.op.weight") for k in keys)
     input_blocks = len({k.split(".")[1] for k in keys if k.startswith("input_blocks.")})
     layers_per_block = (input_blocks - 1 - (levels - 1)) // levels
