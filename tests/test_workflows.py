@@ -1,0 +1,401 @@
+"""The workflows in workflows/: their files, their validity against the real server's schemas, and
+their execution in a real ComfyUI server (one for the module, this checkout loaded as a pack).
+
+Static tests read /object_info from that server: node types, widget values (combos, ranges, types),
+link types, open sockets, model download metadata (checked against GET /models/<folder>).
+
+Execution: each workflow is converted to an API prompt by tests/workflow_support.py (the browser test
+checks that converter against the frontend's own ``graphToPrompt``) and run on tiny random Lotus
+networks of the real classes, written under the names the workflows use. Every value is the file's,
+except that the Lotus nodes' processing_resolution is lowered from 768 to 64 (768 costs 5-20 s per
+image even on the tiny networks on a 2-core CPU) everywhere but in the basic workflow, which runs
+exactly as saved. What runs and what is only validated:
+
+* ``lotus_depth_basic``, ``lotus_normals``, ``lotus_depth_video_frames``, ``lotus_depth_highres``:
+  **executed whole**. Basic: the 8-bit PNG and the 16-bit one (Lotus Save Depth) equal
+  ``lotus_core`` run on the same files; video: a real 5-frame H.264 clip is loaded, every frame saved
+  as PNG and the depth clip written at the source frame rate; high-res: with tile_size 32 / overlap 8
+  instead of 768 / 128, so that the 56 x 40 test picture is really cut into tiles.
+* ``lotus_depth_controlnet_sd15/_sdxl/_flux``: the SD1.5 / SDXL / Flux checkpoints, ControlNets,
+  text encoders and Flux VAE are multi-GB third-party files, so that part is **validated, not run**:
+  the whole graph goes to POST /prompt with tiny placeholder .safetensors files under the names the
+  workflow uses, and the server accepts it (ComfyUI itself checks every input, link type, combo value
+  and range); when the queued prompt then runs, the first third-party loader rejects its placeholder
+  (asserted) and nothing else fails. The Lotus part is **executed**: the graph cut at those loaders
+  (the loaders and everything downstream of them removed) runs, and the test asserts exactly which
+  nodes ran: LoadImage, ImageScaleToTotalPixels, Load Lotus Model, Lotus Depth, Preview Image.
+  (Get Image Size and the empty latent feed only the sampler: validated, not run.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from comfy_server import ComfyServer, history_error, history_status
+from PIL import Image
+from workflow_support import (
+    FRONTEND_ONLY_NODES,
+    INPUT_IMAGE,
+    LOTUS_DEPTH,
+    LOTUS_NORMAL,
+    LOTUS_VAE,
+    PACK_NODES,
+    THIRD_PARTY_LOADERS,
+    WORKFLOW_NAMES,
+    WORKFLOWS_DIR,
+    input_specs,
+    is_widget,
+    load_workflow,
+    prepare_server,
+    ui_to_api,
+    widget_values,
+    without_third_party,
+    workflow_path,
+)
+
+import lotus_core
+from lotus_core.variants import known_checkpoint
+
+PREDICTION_NODES = ("LotusDepth_Depth", "LotusDepth_Normals", "LotusDepth_DepthTiled")
+CONTROLNET_WORKFLOWS = ("lotus_depth_controlnet_sd15", "lotus_depth_controlnet_sdxl", "lotus_depth_controlnet_flux")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ComfyServer(tmp_path_factory.mktemp("comfy_workflows"), require_nodes=PACK_NODES)
+    srv.prepare()
+    prepare_server(srv, third_party_placeholders=True)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.object_info()
+
+
+def link_table(workflow: dict) -> dict[int, list]:
+    return {link[0]: link for link in workflow["links"]}
+
+
+def types_match(a: str, b: str) -> bool:
+    """ComfyUI's rule: "*" matches anything; "A,B" (an input taking several types) matches each of them."""
+    return "*" in (a, b) or bool(set(a.split(",")) & set(b.split(",")))
+
+
+# --------------------------------------------------------------------------------------------------
+# static: files and format
+
+
+def test_the_folder_holds_exactly_the_workflows_and_their_thumbnails():
+    files = sorted(p.name for p in WORKFLOWS_DIR.iterdir())
+    assert files == sorted([f"{n}.json" for n in WORKFLOW_NAMES] + [f"{n}.jpg" for n in WORKFLOW_NAMES])
+    for name in WORKFLOW_NAMES:
+        with Image.open(WORKFLOWS_DIR / f"{name}.jpg") as thumbnail:
+            assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 256, thumbnail.size
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_file_is_a_consistent_ui_workflow(name):
+    workflow = json.loads(workflow_path(name).read_text(encoding="utf-8"))
+    assert workflow["version"] == 0.4
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    assert len(nodes) == len(workflow["nodes"]), "duplicate node ids"
+    assert workflow["last_node_id"] >= max(nodes)
+    links = link_table(workflow)
+    assert len(links) == len(workflow["links"]), "duplicate link ids"
+    assert workflow["last_link_id"] >= max(links)
+    for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+        # both ends of every link record it, with a type the link carries
+        output, slot = nodes[origin]["outputs"][origin_slot], nodes[target]["inputs"][target_slot]
+        assert link_id in (output["links"] or []) and slot["link"] == link_id
+        assert types_match(output["type"], kind) and types_match(kind, slot["type"])
+    for node in nodes.values():
+        for slot in node.get("inputs", []):
+            assert slot.get("link") is None or slot["link"] in links
+        for output in node.get("outputs", []):
+            assert all(links[i][1] == node["id"] for i in output.get("links") or [])
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_one_short_note_explains_the_workflow(name):
+    notes = [n for n in load_workflow(name)["nodes"] if n["type"] in ("Note", "MarkdownNote")]
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    assert 200 < len(text) < 1600
+    assert "Lotus" in text and "models/" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# static: against the real server's schemas
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_every_node_type_exists_in_the_server(name, object_info):
+    types = {n["type"] for n in load_workflow(name)["nodes"]} - FRONTEND_ONLY_NODES
+    assert types <= set(object_info), types - set(object_info)
+    used_pack_nodes = {t for t in types if t.startswith("LotusDepth_")}
+    assert used_pack_nodes & set(PACK_NODES), "every workflow uses the pack"
+    for node_type in used_pack_nodes:
+        assert object_info[node_type]["python_module"] == "custom_nodes.lotus_depth"
+
+
+def model_entries(node: dict) -> dict[str, dict]:
+    return {m["name"]: m for m in (node.get("properties") or {}).get("models", [])}
+
+
+def combo_options(info: dict, name: str) -> list:
+    spec = info["input"].get("required", {}).get(name) or info["input"]["optional"][name]
+    return spec[0] if isinstance(spec[0], list) else spec[1]["options"]  # V1 list / V3 "COMBO"
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_widget_values_are_valid_for_the_current_schemas(name, object_info):
+    for node in load_workflow(name)["nodes"]:
+        if node["type"] in FRONTEND_ONLY_NODES:
+            continue
+        info = object_info[node["type"]]
+        values = widget_values(node, info)  # also checks their number
+        for input_name, kind, options in input_specs(info):
+            if not is_widget(kind, options):
+                continue
+            value = values[input_name]
+            where = f"node {node['id']} ({node['type']}).{input_name} = {value!r}"
+            if kind == "COMBO":
+                # model files are listed only where they exist: a missing one must be named for download
+                assert value in combo_options(info, input_name) or value in model_entries(node), where
+            elif kind in ("INT", "FLOAT"):
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+                assert kind == "FLOAT" or float(value).is_integer(), where
+                assert options.get("min", -np.inf) <= value <= options.get("max", np.inf), where
+            elif kind == "STRING":
+                assert isinstance(value, str), where
+            else:
+                assert kind == "BOOLEAN" and isinstance(value, bool), where
+
+
+def input_type(info: dict, name: str) -> str:
+    spec = info["input"].get("required", {}).get(name) or info["input"]["optional"][name]
+    return "COMBO" if isinstance(spec[0], list) else spec[0]
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_links_connect_matching_types(name, object_info):
+    workflow = load_workflow(name)
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+        produced = object_info[nodes[origin]["type"]]["output"][origin_slot]
+        slot = nodes[target]["inputs"][target_slot]
+        wanted = input_type(object_info[nodes[target]["type"]], (slot.get("widget") or {}).get("name", slot["name"]))
+        assert types_match(produced, wanted) and types_match(produced, kind) and types_match(kind, wanted), \
+            f"link {link_id}: {produced} -> {wanted} (saved as {kind})"
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY_NODES:
+            continue
+        # saved output slots agree with the schema (a pack may add outputs at the end later)
+        schema_outputs = object_info[node["type"]]["output"]
+        saved_outputs = [o["type"] for o in node.get("outputs", [])]
+        assert saved_outputs == schema_outputs[:len(saved_outputs)], (node["type"], saved_outputs)
+        # and no required socket is left open
+        required = object_info[node["type"]]["input"].get("required", {})
+        linked = {(s.get("widget") or {}).get("name", s["name"]) for s in node.get("inputs", []) if s.get("link")}
+        for input_name, kind, options in input_specs(object_info[node["type"]]):
+            if input_name in required and not is_widget(kind, options):
+                assert input_name in linked, f"node {node['id']} ({node['type']}): {input_name} not connected"
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_every_model_file_has_download_metadata_for_its_folder(name, server, object_info):
+    """The frontend offers a download for a missing file from properties.models: name, url (Hugging
+    Face, .safetensors) and directory. The directory is checked against the server: GET
+    /models/<directory> lists the file that the node loads (tiny stand-ins here)."""
+    for node in load_workflow(name)["nodes"]:
+        if node["type"] in FRONTEND_ONLY_NODES:
+            continue
+        values = widget_values(node, object_info[node["type"]])
+        model_files = [v for v in values.values() if isinstance(v, str) and v.endswith(".safetensors")]
+        entries = model_entries(node)
+        assert sorted(entries) == sorted(model_files), node["type"]
+        for entry in entries.values():
+            assert entry["url"].startswith("https://huggingface.co/") and "/resolve/main/" in entry["url"]
+            assert entry["url"].split("?")[0].endswith(".safetensors")
+            assert entry["name"] in server.models(entry["directory"]), entry
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_does_what_its_name_says(name, object_info):
+    workflow = load_workflow(name)
+    prompt = ui_to_api(workflow, object_info)
+    by_type = {}
+    for node_id, node in prompt.items():
+        by_type.setdefault(node["class_type"], []).append(node_id)
+
+    def consumers(node_id, slot=0):
+        return [(i, n["class_type"], k)
+                for i, n in prompt.items() for k, v in n["inputs"].items() if v == [node_id, slot]]
+
+    [lotus_node] = [i for t in PREDICTION_NODES for i in by_type.get(t, [])]
+    users = {t for _, t, _ in consumers(lotus_node)}
+    loader = prompt[by_type["LotusDepth_LoadModel"][0]]["inputs"]
+    assert loader["vae"] == LOTUS_VAE
+    # published releases, downloaded by the loader on first run (their folders bring the VAE)
+    release = known_checkpoint(loader["checkpoint"])
+    assert loader["checkpoint"].endswith("/") and release is not None and release.download
+    if name == "lotus_normals":
+        assert loader["checkpoint"] == LOTUS_NORMAL and {"PreviewImage", "SaveImage"} <= users
+    else:
+        assert loader["checkpoint"] == LOTUS_DEPTH
+    if name in ("lotus_depth_basic", "lotus_depth_highres"):
+        assert {"PreviewImage", "SaveImage"} <= users
+        save_depth = prompt[by_type["LotusDepth_SaveDepth"][0]]["inputs"]
+        assert save_depth["depth"] == [lotus_node, 3] and save_depth["format"] == "png16"  # lotus_depth, 16 bit
+        assert prompt[lotus_node]["class_type"] == ("LotusDepth_DepthTiled" if name.endswith("highres")
+                                                    else "LotusDepth_Depth")
+    if name == "lotus_depth_video_frames":
+        depth = prompt[lotus_node]["inputs"]
+        assert depth["noise"] == "shared across batch" and depth["chunk_size"] > 1
+        assert depth["image"][0] in by_type["GetVideoComponents"] and {"SaveImage", "CreateVideo"} <= users
+    if name in CONTROLNET_WORKFLOWS:
+        # the near = white map goes straight into Apply ControlNet (no ImageInvert), and is previewed
+        assert ("ControlNetApplyAdvanced", "image") in {(t, k) for _, t, k in consumers(lotus_node)}
+        assert "ImageInvert" not in by_type and "PreviewImage" in users
+        apply = prompt[by_type["ControlNetApplyAdvanced"][0]]["inputs"]
+        assert ("vae" in apply) == name.endswith("flux")  # Flux ControlNets work in latent space
+        assert by_type["ControlNetLoader"] and "KSampler" in by_type and "SaveImage" in by_type
+
+
+def test_the_server_lists_and_serves_the_workflows_as_templates(server):
+    assert sorted(server.get_json("/api/workflow_templates")["lotus_depth"]) == sorted(WORKFLOW_NAMES)
+    for name in WORKFLOW_NAMES:
+        assert server.get_json(f"/api/workflow_templates/lotus_depth/{name}.json") == load_workflow(name)
+        status, body = server.request("GET", f"/api/workflow_templates/lotus_depth/{name}.jpg")
+        assert status == 200 and body[:3] == b"\xff\xd8\xff"
+
+
+# --------------------------------------------------------------------------------------------------
+# execution
+
+
+TEST_RESOLUTION = 64
+TEST_TILE_SIZE, TEST_TILE_OVERLAP = 32, 8
+
+
+def at_test_resolution(prompt: dict) -> dict:
+    """The prompt with the Lotus nodes' processing_resolution lowered to TEST_RESOLUTION (see the
+    module docstring: 768 costs seconds per image even on tiny networks on a 2-core CPU)."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        if node["class_type"] in PREDICTION_NODES:
+            assert node["inputs"]["processing_resolution"] == 768
+            node["inputs"]["processing_resolution"] = TEST_RESOLUTION
+        if node["class_type"] == "LotusDepth_DepthTiled":  # so that the 56 x 40 picture is really tiled
+            node["inputs"].update(tile_size=TEST_TILE_SIZE, overlap=TEST_TILE_OVERLAP)
+    return prompt
+
+
+def run_ok(server, prompt, timeout=240) -> tuple[dict, set[str]]:
+    """Run a prompt; return its history entry and the ids of the nodes that ran: executed now, or
+    taken from ComfyUI's cache of an earlier prompt with the same inputs (the Lotus loader, often)."""
+    entry, events = server.run_with_events(prompt, timeout=timeout)
+    assert history_status(entry) == "success", history_error(entry)
+    ran = {e["data"]["node"] for e in events if e["type"] == "executing" and e["data"].get("node")}
+    for event in events:
+        if event["type"] == "execution_cached":
+            ran |= set(event["data"]["nodes"])
+    return entry, ran
+
+
+def saved_images(server, entry, node_id) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p)) for p in server.output_images(entry, node_id)]
+
+
+def test_basic_workflow_runs_and_saves_the_depth_of_the_input(server, object_info):
+    """As saved (768): the 8-bit ControlNet map and the 16-bit native values equal lotus_core's."""
+    prompt = ui_to_api(load_workflow("lotus_depth_basic"), object_info)
+    entry, ran = run_ok(server, prompt)
+    assert ran == set(prompt)
+    node_of = {n["class_type"]: i for i, n in prompt.items()}
+    [saved] = saved_images(server, entry, node_of["SaveImage"])
+    [previewed] = saved_images(server, entry, node_of["PreviewImage"])
+    [saved16] = saved_images(server, entry, node_of["LotusDepth_SaveDepth"])
+    np.testing.assert_array_equal(saved, previewed)
+
+    depth = prompt[node_of["LotusDepth_Depth"]]["inputs"]
+    model = lotus_core.load_model(server.lotus_dir / LOTUS_DEPTH)  # the folder brings its VAE
+    image = np.asarray(Image.open(server.input_dir / INPUT_IMAGE).convert("RGB"), dtype=np.float32) / 255
+    prediction = lotus_core.predict(model, torch.from_numpy(image).permute(2, 0, 1)[None],
+                                    processing_resolution=depth["processing_resolution"], seed=depth["seed"])
+    expected = (255 * lotus_core.to_controlnet(prediction)[0, 0].numpy()).clip(0, 255).astype(np.uint8)
+    assert saved.shape == (*image.shape[:2], 3)
+    difference = np.abs(saved[..., 0].astype(int) - expected.astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+    # the 16-bit file: the model's own disparity values (0..1 -> 0..65535)
+    assert saved16.dtype == np.uint16 and saved16.shape == image.shape[:2]
+    np.testing.assert_allclose(saved16 / 65535, prediction.values[0, 0].numpy(), atol=1e-4)
+
+
+def test_normals_workflow_runs(server, object_info):
+    prompt = ui_to_api(load_workflow("lotus_normals"), object_info)
+    entry, ran = run_ok(server, at_test_resolution(prompt))
+    assert ran == set(prompt)
+    save = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
+    [normals] = saved_images(server, entry, save)
+    assert normals.shape == (40, 56, 3) and normals.std() > 0
+
+
+def test_highres_workflow_runs_tiled_and_saves_8_and_16_bit(server, object_info):
+    prompt = ui_to_api(load_workflow("lotus_depth_highres"), object_info)
+    entry, ran = run_ok(server, at_test_resolution(prompt))
+    assert ran == set(prompt)
+    node_of = {n["class_type"]: i for i, n in prompt.items()}
+    [saved] = saved_images(server, entry, node_of["SaveImage"])
+    [saved16] = saved_images(server, entry, node_of["LotusDepth_SaveDepth"])
+    assert saved.shape == (40, 56, 3) and saved16.shape == (40, 56) and saved16.dtype == np.uint16
+    assert saved.std() > 0 and saved16.std() > 0
+
+
+def test_video_workflow_runs_on_a_real_clip_and_saves_every_frame(server, object_info):
+    prompt = ui_to_api(load_workflow("lotus_depth_video_frames"), object_info)
+    entry, ran = run_ok(server, at_test_resolution(prompt))
+    assert ran == set(prompt)
+    save = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
+    frames = saved_images(server, entry, save)
+    assert len(frames) == 5 and all(f.shape == (32, 48, 3) for f in frames)
+    save_video = next(i for i, n in prompt.items() if n["class_type"] == "SaveVideo")
+    [clip] = server.output_images(entry, save_video)
+    import av
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        assert sum(1 for _ in container.decode(stream)) == 5
+        assert float(stream.average_rate) == pytest.approx(8)
+
+
+@pytest.mark.parametrize("name", CONTROLNET_WORKFLOWS)
+def test_controlnet_workflow_is_accepted_whole_and_its_lotus_part_runs(name, server, object_info):
+    prompt = ui_to_api(load_workflow(name), object_info)
+
+    # 1. the graph cut at the third-party loaders runs: the Lotus part and its preview
+    part, removed = without_third_party(prompt)
+    assert {prompt[i]["class_type"] for i in removed} >= {"ControlNetApplyAdvanced", "KSampler", "SaveImage"}
+    entry, ran = run_ok(server, at_test_resolution(part))
+    assert {prompt[i]["class_type"] for i in ran} == {
+        "LoadImage", "ImageScaleToTotalPixels", "LotusDepth_LoadModel", "LotusDepth_Depth", "PreviewImage"}
+    preview = next(i for i, n in part.items() if n["class_type"] == "PreviewImage")
+    [depth] = saved_images(server, entry, preview)
+    megapixels = next(n["inputs"]["megapixels"] for n in part.values() if n["class_type"] == "ImageScaleToTotalPixels")
+    assert depth.shape[0] * depth.shape[1] == pytest.approx(megapixels * 1024 * 1024, rel=0.01)
+
+    # 2. the whole graph, third-party models as tiny placeholders: the server validates it ...
+    status, body = server.queue(at_test_resolution(prompt))
+    assert status == 200 and body["node_errors"] == {}, json.dumps(body)[:3000]
+    entry = server.wait(body["prompt_id"], timeout=240)
+    # ... and when it runs, the first third-party loader refuses its placeholder; nothing else fails
+    assert history_status(entry) == "error"
+    error = history_error(entry)
+    assert error["node_type"] in THIRD_PARTY_LOADERS and error["node_id"] in removed, error
+    assert set(error["executed"]) <= ran  # the Lotus part came from step 1 (cached), nothing more ran
