@@ -14,12 +14,15 @@ from tqdm import tqdm
 
 from .colormaps import COLORMAPS, colorize
 from .depthmap import DepthMap
+from .ensemble import predict_ensemble
 from .errors import LotusError
 from .export import save_depth_frame, write_exr
 from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
 from .loading import DTYPES, load_model
 from .outputs import normals_to_image, to_controlnet
+from .tiling import predict_tiled
 from .variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
+from .video import predict_video
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 SAVE_KINDS = ("png16", "npy", "control", "exr", "color")
@@ -49,7 +52,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--colormap", choices=list(COLORMAPS), default="spectral",
                         help="colour map of --save color (default %(default)s, as the Lotus reference: near = red)")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .ckpt/.pt/.bin pickle checkpoints")
-    return parser.parse_args(argv)
+    modes = parser.add_argument_group("better than the reference (pick at most one)")
+    modes.add_argument("--ensemble", type=int, default=1, metavar="N",
+                       help="N aligned predictions per image, combined by median; also writes the"
+                            " members' spread as <name>_uncertainty.npy with --save npy")
+    modes.add_argument("--flip", action="store_true", help="with --ensemble: every second member sees the mirror image")
+    modes.add_argument("--tile", type=int, default=0, metavar="SIZE",
+                       help="full-resolution depth from a global pass plus SIZE px native tiles (e.g. 768)")
+    modes.add_argument("--overlap", type=int, default=128, help="with --tile: tile overlap in px (default 128)")
+    modes.add_argument("--video", action="store_true",
+                       help="the inputs (sorted) are frames of one video: shared noise, latent carry-over,"
+                            " frame-to-frame alignment, one ControlNet normalisation for all frames")
+    args = parser.parse_args(argv)
+    if sum((args.ensemble > 1, args.tile > 0, args.video)) > 1:
+        parser.error("--ensemble, --tile and --video cannot be combined")
+    return args
 
 
 def find_images(inputs: list[Path]) -> list[Path]:
@@ -64,6 +81,12 @@ def find_images(inputs: list[Path]) -> list[Path]:
     return found
 
 
+def read_image(path: Path) -> torch.Tensor:
+    """An image file as a core batch [1, 3, H, W] in [0, 1]."""
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None]
+
+
 def default_device() -> str:
     if torch.cuda.is_available():
         return "cuda"
@@ -71,7 +94,8 @@ def default_device() -> str:
 
 
 def save(prediction, stem: Path, kinds: list[str], *, colormap: str = "spectral", model: str = "",
-         processing_resolution: int | None = None) -> None:
+         processing_resolution: int | None = None, control: torch.Tensor | None = None) -> None:
+    """Write one image's prediction; ``control`` overrides its ControlNet map (video: sequence-wide)."""
     if prediction.quantity is Quantity.NORMAL:
         values = prediction.values[0].permute(1, 2, 0).cpu().numpy()  # [H,W,3] unit vectors
         rgb = normals_to_image(prediction)[0].permute(1, 2, 0).cpu().numpy()
@@ -91,10 +115,12 @@ def save(prediction, stem: Path, kinds: list[str], *, colormap: str = "spectral"
             colours = colorize(depth, colormap)[0].permute(1, 2, 0).cpu().numpy()
             Image.fromarray((colours * 255).astype(np.uint8)).save(f"{stem}_{suffix}_{colormap}.png")
         if "control" in kinds:
-            control = to_controlnet(prediction)[0, 0].cpu().numpy()
+            control = (to_controlnet(prediction) if control is None else control)[0, 0].cpu().numpy()
             Image.fromarray(np.round(control * 255).astype(np.uint8)).save(f"{stem}_control.png")
     if "npy" in kinds:
         np.save(f"{stem}_{suffix}.npy", values.astype(np.float32))
+        if prediction.uncertainty is not None:
+            np.save(f"{stem}_uncertainty.npy", prediction.uncertainty[0, 0].cpu().numpy())
 
 
 class DownloadBar:
@@ -131,10 +157,28 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.checkpoint, args.vae, quantity=args.quantity, device=device,
                            dtype=args.dtype, allow_pickle=args.allow_pickle, download_progress=progress)
         args.output.mkdir(parents=True, exist_ok=True)
+        options = dict(processing_resolution=args.resolution, seed=args.seed)
+        if args.video:
+            frames = [read_image(path) for path in images]
+            sizes = {tuple(frame.shape[-2:]) for frame in frames}
+            if len(sizes) > 1:
+                raise LotusError(f"--video needs frames of one size, got {len(sizes)} sizes: {sorted(sizes)}")
+            frames = torch.cat(frames)
+            prediction = predict_video(model, frames, **options)
+            control = to_controlnet(prediction, per_image=False) if prediction.quantity is not Quantity.NORMAL else None
+            for index, path in enumerate(images):
+                save(prediction.frame(index), args.output / path.stem, args.save, colormap=args.colormap,
+                     model=model.name, processing_resolution=args.resolution,
+                     control=None if control is None else control[index:index + 1])
+            return 0
         for path in tqdm(images, desc="lotus", unit="image", disable=len(images) < 2):
-            rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
-            image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-            prediction = predict(model, image, processing_resolution=args.resolution, seed=args.seed)
+            image = read_image(path)
+            if args.ensemble > 1:
+                prediction = predict_ensemble(model, image, ensemble_size=args.ensemble, flip=args.flip, **options)
+            elif args.tile:
+                prediction = predict_tiled(model, image, tile_size=args.tile, overlap=args.overlap, **options)
+            else:
+                prediction = predict(model, image, **options)
             save(prediction, args.output / path.stem, args.save, colormap=args.colormap, model=model.name,
                  processing_resolution=args.resolution)
     except (LotusError, OSError) as error:

@@ -37,6 +37,12 @@ class LotusPrediction:
             return torch.nn.functional.normalize(self.image * 2 - 1, dim=1)
         return self.image.mean(dim=1, keepdim=True)
 
+    def frame(self, index: int) -> LotusPrediction:
+        """The prediction of one image of the batch (as a batch of one)."""
+        part = slice(index, index + 1)
+        uncertainty = None if self.uncertainty is None else self.uncertainty[part]
+        return LotusPrediction(self.image[part], self.latent[part], self.quantity, uncertainty)
+
     @classmethod
     def from_values(cls, values: torch.Tensor, latent: torch.Tensor, quantity: Quantity,
                     uncertainty: torch.Tensor | None = None) -> LotusPrediction:

@@ -97,3 +97,50 @@ def test_readme_models_table_is_generated_from_the_table():
     from lotus_core.variants import models_markdown
 
     assert models_markdown() in (REPO / "README.md").read_text(), "paste lotus_core.variants.models_markdown()"
+
+
+def test_cli_quality_modes_write_what_the_core_computes(files, tmp_path):
+    checkpoint, _, vae, images = files
+    image = images / "a.png"
+    common = [str(checkpoint), str(image), "--vae", str(vae), "--resolution", "32", "--seed", "2"]
+    model = lotus_core.load_model(checkpoint, vae)
+    batch = torch.from_numpy(np.asarray(Image.open(image).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+    assert main([*common, "-o", str(tmp_path / "e"), "--ensemble", "3", "--flip", "--save", "npy"]) == 0
+    ensemble = lotus_core.predict_ensemble(model, batch, ensemble_size=3, flip=True, processing_resolution=32, seed=2)
+    np.testing.assert_allclose(np.load(tmp_path / "e" / "a_depth.npy"), ensemble.values[0, 0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "e" / "a_uncertainty.npy"), ensemble.uncertainty[0, 0].numpy(),
+                               atol=1e-6)
+
+    assert main([*common, "-o", str(tmp_path / "t"), "--tile", "32", "--overlap", "8", "--save", "npy"]) == 0
+    tiled = lotus_core.predict_tiled(model, batch, tile_size=32, overlap=8, processing_resolution=32, seed=2)
+    np.testing.assert_allclose(np.load(tmp_path / "t" / "a_depth.npy"), tiled.values[0, 0].numpy(), atol=1e-6)
+
+
+def test_cli_video_mode_normalises_the_sequence_as_one(files, tmp_path):
+    checkpoint, _, vae, images = files
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(frames_dir / f"f{index}.png")
+    assert main([str(checkpoint), str(frames_dir), "--vae", str(vae), "-o", str(tmp_path / "out"), "--video",
+                 "--resolution", "32", "--save", "npy", "control"]) == 0
+    frames = torch.cat([torch.from_numpy(np.asarray(Image.open(frames_dir / f"f{i}.png"), dtype=np.float32) / 255)
+                        .permute(2, 0, 1)[None] for i in range(3)])
+    expected = lotus_core.predict_video(lotus_core.load_model(checkpoint, vae), frames, processing_resolution=32, seed=0)
+    control = lotus_core.to_controlnet(expected, per_image=False)
+    for index in range(3):
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"f{index}_depth.npy"), expected.values[index, 0].numpy(),
+                                   atol=1e-6)
+        written = np.asarray(Image.open(tmp_path / "out" / f"f{index}_control.png"), dtype=np.float64) / 255
+        np.testing.assert_allclose(written, control[index, 0].numpy(), atol=0.5 / 255 + 1e-7)
+
+
+def test_cli_refuses_combined_modes_and_mixed_frame_sizes(files, tmp_path, capsys):
+    checkpoint, _, vae, images = files
+    with pytest.raises(SystemExit):
+        main([str(checkpoint), str(images), "--ensemble", "2", "--video"])
+    assert "cannot be combined" in capsys.readouterr().err
+    assert main([str(checkpoint), str(images), "--vae", str(vae), "-o", str(tmp_path), "--video"]) == 2
+    assert "--video needs frames of one size" in capsys.readouterr().err
