@@ -32,9 +32,8 @@ from ..lotus_core import (
 )
 from ..lotus_core.export import FORMATS
 from ..lotus_core.geometry import AXES, CAMERAS
-from .predict import LotusDepthMapType
+from .predict import CATEGORY, LotusDepthMapType
 
-CATEGORY = "image/depth/lotus"
 QUANTITIES = ("auto", "depth", "disparity")
 SCOPES = ("per image", "whole batch")
 BIG = 1e6
