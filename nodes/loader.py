@@ -54,7 +54,8 @@ class LoadLotusModel(io.ComfyNode):
                                        " Single-file checkpoints need one; diffusers folders bring their own."),
                 io.Combo.Input("precision", options=["auto", *PRECISIONS], default="auto",
                                tooltip="UNet weights precision. auto: fp16 or bf16 where the device runs them"
-                                       " well, else fp32. The VAE never runs in fp16 (it overflows)."),
+                                       " well, else fp32. fp16 needs a GPU (on a CPU it is refused: hundreds of"
+                                       " times slower). The VAE never runs in fp16 (it overflows)."),
                 io.Combo.Input("quantity", options=list(QUANTITIES), default="auto",
                                tooltip="What the checkpoint predicts. auto: known Lotus releases by name."
                                        " Set it for renamed or unknown files."),
@@ -79,6 +80,9 @@ class LoadLotusModel(io.ComfyNode):
     @classmethod
     def execute(cls, checkpoint: str, vae: str, precision: str, quantity: str) -> io.NodeOutput:
         load_device = mm.get_torch_device()
+        if precision == "fp16" and load_device.type == "cpu":
+            raise ValueError("precision 'fp16' on a CPU runs hundreds of times slower than fp32 (CPUs have no"
+                             " fast fp16 kernels); choose 'bf16' or 'fp32', or 'auto' to let ComfyUI pick")
         vae_path = None if vae == FROM_CHECKPOINT_FOLDER else folder_paths.get_full_path_or_raise("vae", vae)
         progress = comfy.utils.ProgressBar(1)
 

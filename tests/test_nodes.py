@@ -85,11 +85,12 @@ def assert_pixels_equal(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def graph(checkpoint="lotus-depth-g-v1-0.safetensors", vae=VAE, node="LotusDepth_Depth", image="photo.png",
-          seed=1, noise="per image", chunk_size=1, resolution=RESOLUTION, quantity="auto", source=None):
+          seed=1, noise="per image", chunk_size=1, resolution=RESOLUTION, quantity="auto", source=None,
+          precision="auto"):
     prompt = {
         "1": {"class_type": "LoadImage", "inputs": {"image": image}},
         "2": {"class_type": "LotusDepth_LoadModel",
-              "inputs": {"checkpoint": checkpoint, "vae": vae, "precision": "auto", "quantity": quantity}},
+              "inputs": {"checkpoint": checkpoint, "vae": vae, "precision": precision, "quantity": quantity}},
         "3": {"class_type": node, "inputs": {"lotus_model": ["2", 0], "image": source or ["1", 0],
                                              "processing_resolution": resolution, "seed": seed, "noise": noise,
                                              "chunk_size": chunk_size}},
@@ -235,7 +236,8 @@ def test_invalid_prompts_are_rejected_with_400(server, change, message):
     ({"node": "LotusDepth_Normals"}, "predicts depth; the Lotus Normals node needs a normal checkpoint"),
     ({"image": "thin.png"}, "too small: both edges must be >= 8 px"),
     ({"checkpoint": "my-finetune.safetensors"}, "Pass quantity='depth', 'disparity' or 'normal'"),
-], ids=["normal-into-depth", "depth-into-normals", "one-pixel-wide", "unknown-quantity"])
+    ({"precision": "fp16"}, "precision 'fp16' on a CPU runs hundreds of times slower"),
+], ids=["normal-into-depth", "depth-into-normals", "one-pixel-wide", "unknown-quantity", "fp16-on-cpu"])
 def test_execution_errors_name_the_problem_and_the_server_keeps_serving(server, kwargs, message):
     entry = server.run(graph(**kwargs))
     assert history_status(entry) == "error"
