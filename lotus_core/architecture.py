@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from .errors import LotusError
 

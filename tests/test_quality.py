@@ -3,8 +3,6 @@ and the full functions on tiny random models."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
