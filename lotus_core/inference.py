@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 
 import torch
 
+from . import vae_tiles
 from .architecture import LATENT_CHANNELS
 from .errors import LotusError
 from .imaging import check_images, check_resize_mode, processing_size, resize
+from .memory import MemoryPlan, plan_memory
 from .model import LotusModel
 from .outputs import LotusPrediction
+
+log = logging.getLogger(__name__)
 
 TIMESTEP = 999  # the single step: the last of SD2's 1000 training timesteps
 # The annotation task switch [sin(1), sin(0), cos(1), cos(0)]; [0, 1] would ask for reconstruction.
@@ -33,7 +38,9 @@ def predict(
     encode: str = "sample",
     resample: str = "bilinear",
     restore: str = "nearest-exact",
-    chunk_size: int = 1,
+    chunk_size: int | None = None,
+    vae_tile_size: int | None = None,
+    memory_limit: int | None = None,
     autocast: bool = False,
     callback: Callable[[int, int], None] | None = None,
 ) -> LotusPrediction:
@@ -51,7 +58,13 @@ def predict(
         encode: "sample" draws from the VAE posterior as the reference does; "mean" is deterministic.
         resample: resize to the processing size ("bilinear" as the reference, "bicubic", "nearest-exact").
         restore: resize back to the input size ("nearest-exact" as the reference, or "bilinear").
-        chunk_size: images per network pass.
+        chunk_size: images per network pass; None = as many as fit in memory (1 on a CPU).
+        vae_tile_size: run the VAE on overlapping tiles of this many px (a multiple of 8, >= 256), so
+            its memory follows the tile, not the image; 0 = never; None = only when the whole image
+            would not fit in ``memory_limit``. Tiles change the result slightly (README: VAE tiles).
+        memory_limit: bytes the activations may use; None = 3/4 of the device's available memory.
+            On a CUDA out-of-memory error the chunk is retried with half the images, then with half
+            the VAE tile, before giving up.
         autocast: run under ``torch.autocast`` like the official scripts (fp16 on CUDA, bf16 on CPU).
         callback: called as ``callback(images_done, images_total)`` after each chunk; it may raise
             to stop early (e.g. on a user interrupt).
@@ -62,8 +75,6 @@ def predict(
     check_images(images)
     if encode not in ENCODINGS:
         raise LotusError(f"encode={encode!r} is not one of {', '.join(map(repr, ENCODINGS))}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise LotusError(f"chunk_size={chunk_size!r} must be an integer >= 1")
     check_resize_mode("resample", resample)
     check_resize_mode("restore", restore)
     if seed is not None and generator is not None:
@@ -80,41 +91,67 @@ def predict(
         raise LotusError("noise was given, but Lotus-D checkpoints take no noise (only Lotus-G does)")
     posterior_noise = _draw(latent_shape, shared_noise, generator) if encode == "sample" else None
 
-    unet, vae, device = model.unet, model.vae, model.device
-    prompt_embeds = model.prompt_embeds.to(device, unet.dtype)
-    task_switch = TASK_SWITCH.to(device, unet.dtype)
-    timestep = torch.tensor(TIMESTEP, dtype=torch.long, device=device)
-    scaling = vae.config.scaling_factor
+    device = model.device
+    plan = plan_memory(batch, size, model.vae.dtype.itemsize, device, chunk_size=chunk_size,
+                       vae_tile_size=vae_tile_size, memory_limit=memory_limit)
     # As the official scripts: no autocast on MPS, the device's default low precision elsewhere.
     precision = torch.autocast(device.type) if autocast and device.type != "mps" else contextlib.nullcontext()
 
-    outputs, latents = [], []
-    for start in range(0, batch, chunk_size):
-        chunk = slice(start, min(start + chunk_size, batch))
-        count = chunk.stop - chunk.start
+    outputs, latents, start = [], [], 0
+    while start < batch:
+        chunk = slice(start, min(start + plan.chunk_size, batch))
         pixels = resize(images[chunk].to(device, torch.float32) * 2 - 1, size, resample)  # [b,3,h,w]
-        with precision:
-            posterior = vae.encode(pixels.to(vae.dtype)).latent_dist
-            latent = posterior.mean
-            if posterior_noise is not None:
-                latent = latent + posterior.std * posterior_noise[chunk].to(device, latent.dtype)
-            latent = latent * scaling  # [b,4,h/8,w/8]
-            if model.generative:
-                latent = torch.cat([latent, noise[chunk].to(device, latent.dtype)], dim=1)  # image first
-            x0 = unet(
-                latent.to(unet.dtype),
-                timestep,
-                encoder_hidden_states=prompt_embeds.expand(count, -1, -1),
-                class_labels=task_switch.expand(count, -1),
-                return_dict=False,
-            )[0]  # [b,4,h/8,w/8]: Lotus predicts the clean latent directly
-            decoded = vae.decode(x0.to(vae.dtype) / scaling, return_dict=False)[0]  # [b,3,8*(h/8),8*(w/8)]
+        try:
+            with precision:
+                decoded, x0 = _networks(model, pixels, noise[chunk] if model.generative else None,
+                                        posterior_noise[chunk] if posterior_noise is not None else None, plan)
+        except torch.OutOfMemoryError as error:
+            plan = _after_out_of_memory(plan, error, device, latent_shape[2:])
+            continue
         decoded = (decoded.float() / 2 + 0.5).clamp(0, 1)
         outputs.append(resize(decoded, (height, width), restore).to(images.device))
         latents.append(x0.float().to(images.device))
+        start = chunk.stop
         if callback is not None:
-            callback(chunk.stop, batch)
+            callback(start, batch)
     return LotusPrediction(torch.cat(outputs), torch.cat(latents), model.quantity)
+
+
+def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | None,
+              posterior_noise: torch.Tensor | None, plan: MemoryPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE encode, one UNet step, VAE decode: (decoded [b,3,8*(h/8),8*(w/8)] in [-1, 1], x0 latent)."""
+    unet, vae, device = model.unet, model.vae, model.device
+    scaling = vae.config.scaling_factor
+    count = pixels.shape[0]
+    latent, std = vae_tiles.encode(vae, pixels.to(vae.dtype), plan.vae_tile)
+    if posterior_noise is not None:
+        latent = latent + std * posterior_noise.to(device, latent.dtype)
+    latent = latent * scaling  # [b,4,h/8,w/8]
+    if noise is not None:
+        latent = torch.cat([latent, noise.to(device, latent.dtype)], dim=1)  # image first
+    x0 = unet(
+        latent.to(unet.dtype),
+        torch.tensor(TIMESTEP, dtype=torch.long, device=device),
+        encoder_hidden_states=model.prompt_embeds.to(device, unet.dtype).expand(count, -1, -1),
+        class_labels=TASK_SWITCH.to(device, unet.dtype).expand(count, -1),
+        return_dict=False,
+    )[0]  # [b,4,h/8,w/8]: Lotus predicts the clean latent directly
+    return vae_tiles.decode(vae, x0.to(vae.dtype) / scaling, plan.vae_tile), x0
+
+
+def _after_out_of_memory(plan: MemoryPlan, error: Exception, device: torch.device,
+                         latent_size: tuple[int, int]) -> MemoryPlan:
+    """The smaller plan to retry with, or a LotusError when even the smallest did not fit."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    smaller = plan.smaller(latent_size)
+    if smaller is None:
+        raise LotusError(
+            f"out of memory on {device} even with {plan.describe()}: lower processing_resolution, use"
+            " a smaller precision (fp16/bf16), or free memory used by other models"
+        ) from error
+    log.warning("Lotus: out of memory with %s; retrying with %s", plan.describe(), smaller.describe())
+    return smaller
 
 
 def _draw(shape: tuple[int, ...], shared: bool, generator: torch.Generator | None) -> torch.Tensor:

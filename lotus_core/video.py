@@ -38,7 +38,7 @@ def predict_video(
     align: str = "previous",
     processing_resolution: int = DEFAULT_PROCESSING_RESOLUTION,
     seed: int | None = None,
-    chunk_size: int = 1,
+    chunk_size: int | None = None,
     callback=None,
     **predict_options,
 ) -> LotusPrediction:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import lotus_core  # noqa: E402
-from lotus_core.tiling import blend_tiles, tile_layout  # noqa: E402
+from lotus_core.tiles import blend_tiles, tile_layout  # noqa: E402
 from lotus_core.video import stabilize  # noqa: E402
 from test_quality import distorted_tiles, synthetic_depth  # noqa: E402
 

@@ -10,7 +10,8 @@ import lotus_core
 from lotus_core.alignment import fit_scale_shift, into_unit_range
 from lotus_core.levels import normalize
 from lotus_core.ensemble import predict_ensemble
-from lotus_core.tiling import blend_tiles, blend_weights, predict_tiled, tile_layout
+from lotus_core.tiles import blend_tiles, blend_weights, tile_layout
+from lotus_core.tiling import predict_tiled
 from lotus_core.video import predict_video, stabilize
 from tiny import tiny_unet, tiny_vae
 

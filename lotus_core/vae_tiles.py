@@ -1,0 +1,62 @@
+"""The VAE on overlapping tiles, for images whose activations would not fit in memory at once.
+
+A tile sees only its own pixels, so the VAE's GroupNorm statistics and receptive field differ a
+little from a whole-image pass. Tiles overlap by a quarter of their edge and are blended with
+smooth weights that sum to one, which hides the seams (the error is measured in the README).
+Without tiling (``tile`` None, or a tile covering the whole latent) the VAE runs as usual.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+
+from .memory import VAE_SCALE
+from .tiles import Tile, blend_weights, tile_layout
+
+
+def encode(vae: AutoencoderKL, pixels: torch.Tensor, tile: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and standard deviation [B, 4, H/8, W/8] of ``pixels`` [B, 3, H, W] in [-1, 1]."""
+    latent_size = pixels.shape[-2] // VAE_SCALE, pixels.shape[-1] // VAE_SCALE
+    tiles, overlap = _layout(latent_size, tile)
+    if tiles is None:
+        posterior = vae.encode(pixels).latent_dist
+        return posterior.mean, posterior.std
+    mean = std = None
+    for region, weight in zip(tiles, blend_weights(tiles, *latent_size, overlap)):
+        posterior = vae.encode(pixels[(..., *_scaled(region).region)]).latent_dist
+        if mean is None:
+            mean = posterior.mean.new_zeros(*posterior.mean.shape[:2], *latent_size)
+            std = torch.zeros_like(mean)
+        weight = weight.to(mean)
+        mean[(..., *region.region)] += weight * posterior.mean
+        std[(..., *region.region)] += weight * posterior.std
+    return mean, std
+
+
+def decode(vae: AutoencoderKL, latents: torch.Tensor, tile: int | None) -> torch.Tensor:
+    """The VAE decoder's output [B, 3, 8h, 8w] for scaled-back latents [B, 4, h, w]."""
+    latent_size = tuple(latents.shape[-2:])
+    tiles, overlap = _layout(latent_size, tile)
+    if tiles is None:
+        return vae.decode(latents, return_dict=False)[0]
+    pixel_tiles = [_scaled(t) for t in tiles]
+    weights = blend_weights(pixel_tiles, latent_size[0] * VAE_SCALE, latent_size[1] * VAE_SCALE, overlap * VAE_SCALE)
+    result = None
+    for region, pixel_region, weight in zip(tiles, pixel_tiles, weights):
+        decoded = vae.decode(latents[(..., *region.region)], return_dict=False)[0]
+        if result is None:
+            result = decoded.new_zeros(*decoded.shape[:2], latent_size[0] * VAE_SCALE, latent_size[1] * VAE_SCALE)
+        result[(..., *pixel_region.region)] += weight.to(decoded) * decoded
+    return result
+
+
+def _layout(latent_size: tuple[int, int], tile: int | None) -> tuple[list[Tile] | None, int]:
+    if tile is None or tile >= max(latent_size):
+        return None, 0
+    overlap = tile // 4
+    return tile_layout(*latent_size, tile, overlap), overlap
+
+
+def _scaled(tile: Tile) -> Tile:
+    return Tile(tile.top * VAE_SCALE, tile.left * VAE_SCALE, tile.height * VAE_SCALE, tile.width * VAE_SCALE)
