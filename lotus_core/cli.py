@@ -51,6 +51,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " (metadata in the header); color: 8-bit colour view (--colormap)")
     parser.add_argument("--colormap", choices=list(COLORMAPS), default="spectral",
                         help="colour map of --save color (default %(default)s, as the Lotus reference: near = red)")
+    parser.add_argument("--vae-tile", type=int, default=None, metavar="PX",
+                        help="run the VAE on overlapping PX-px tiles (multiple of 8, >= 256) to bound its memory;"
+                             " 0 = never; default: only when the image would not fit in free memory")
+    parser.add_argument("--memory-limit", type=float, default=None, metavar="GB",
+                        help="memory the activations may use (default: 3/4 of the available memory)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="VAE in channels-last memory format: faster, moves results by < 1e-4;"
+                             " --no-channels-last reproduces the reference bit for bit")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .ckpt/.pt/.bin pickle checkpoints")
     modes = parser.add_argument_group("better than the reference (pick at most one)")
     modes.add_argument("--ensemble", type=int, default=1, metavar="N",
@@ -155,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         release = None if Path(args.checkpoint).expanduser().exists() else known_checkpoint(args.checkpoint)
         progress = DownloadBar(f"downloading {release.name}") if release is not None else None
         model = load_model(args.checkpoint, args.vae, quantity=args.quantity, device=device,
-                           dtype=args.dtype, allow_pickle=args.allow_pickle, download_progress=progress)
+                           dtype=args.dtype, channels_last=args.channels_last, allow_pickle=args.allow_pickle,
+                           download_progress=progress)
         args.output.mkdir(parents=True, exist_ok=True)
-        options = dict(processing_resolution=args.resolution, seed=args.seed)
+        options = dict(processing_resolution=args.resolution, seed=args.seed, vae_tile_size=args.vae_tile,
+                       memory_limit=None if args.memory_limit is None else int(args.memory_limit * 1e9))
         if args.video:
             frames = [read_image(path) for path in images]
             sizes = {tuple(frame.shape[-2:]) for frame in frames}

@@ -108,7 +108,7 @@ def predict(
         except torch.OutOfMemoryError as error:
             plan = _after_out_of_memory(plan, error, device, latent_shape[2:])
             continue
-        decoded = (decoded.float() / 2 + 0.5).clamp(0, 1)
+        decoded = (decoded.float() / 2 + 0.5).clamp(0, 1).contiguous()  # a channels-last VAE gives NHWC
         outputs.append(resize(decoded, (height, width), restore).to(images.device))
         latents.append(x0.float().to(images.device))
         start = chunk.stop

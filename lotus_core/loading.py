@@ -29,6 +29,7 @@ def load_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str = torch.float32,
     vae_dtype: torch.dtype | str | None = None,
+    channels_last: bool = True,
     allow_pickle: bool = False,
     download_progress: ProgressCallback | None = None,
 ) -> LotusModel:
@@ -44,6 +45,10 @@ def load_model(
         quantity: "depth", "disparity" or "normal"; needed only for files not in the table of
             known releases (``lotus_core.KNOWN_CHECKPOINTS``).
         dtype, vae_dtype: weights precision (``vae_dtype`` defaults to ``dtype``).
+        channels_last: keep the VAE in channels-last memory format. Its full-resolution convolutions
+            run faster so (decoder -15 to -25% on a CPU, README: Speed and memory), and the result
+            moves by under 1e-4 (another summation order); False reproduces the reference bit for
+            bit. The UNet stays as it is: measured slower in channels-last on a CPU.
         allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` pickles (loaded with ``weights_only``).
         download_progress: called with (bytes done, bytes total) while a release is downloaded.
     """
@@ -73,8 +78,10 @@ def load_model(
     generative = unet.config.in_channels == 8
     resolved = coerce_quantity(quantity) if quantity is not None else _known_quantity(path, generative)
     name = release.name if release is not None else path.name.removesuffix(".safetensors")
-    return LotusModel(unet, _load_vae(Path(vae).expanduser(), device, vae_dtype, allow_pickle), resolved,
-                      name=name)
+    vae = _load_vae(Path(vae).expanduser(), device, vae_dtype, allow_pickle)
+    if channels_last:
+        vae.to(memory_format=torch.channels_last)
+    return LotusModel(unet, vae, resolved, name=name)
 
 
 def _known_names_hint(path: Path) -> str:

@@ -61,6 +61,22 @@ def test_cli_writes_what_the_core_predicts(files, tmp_path):
     np.testing.assert_allclose(control, lotus_core.to_controlnet(prediction)[0, 0].numpy(), atol=0.5 / 255 + 1e-7)
 
 
+def test_cli_vae_tiles_explicit_or_from_a_memory_limit(files, tmp_path):
+    checkpoint, _, vae, images = files
+    common = [str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--resolution", "384", "--save", "npy"]
+    assert main([*common, "-o", str(tmp_path / "tiles"), "--vae-tile", "256"]) == 0
+    assert main([*common, "-o", str(tmp_path / "limit"), "--memory-limit", "0.1"]) == 0  # 0.1 GB: must tile
+
+    model = lotus_core.load_model(checkpoint, vae)
+    rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
+    image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    tiled = lotus_core.predict(model, image, processing_resolution=384, seed=0, vae_tile_size=256).values[0, 0]
+    whole = lotus_core.predict(model, image, processing_resolution=384, seed=0, vae_tile_size=0).values[0, 0]
+    assert not torch.equal(tiled, whole)
+    np.testing.assert_allclose(np.load(tmp_path / "tiles" / "a_depth.npy"), tiled.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "limit" / "a_depth.npy"), tiled.numpy(), atol=1e-6)
+
+
 def test_cli_normals(files, tmp_path):
     _, normals, vae, images = files
     assert main([str(normals), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "0"]) == 0
@@ -74,10 +90,11 @@ def test_cli_normals(files, tmp_path):
     (["missing.safetensors", "{images}"], "does not exist"),
     (["{checkpoint}", "no-such-folder"], "input 'no-such-folder' does not exist"),
     (["{checkpoint}", "{images}"], "holds only the UNet: pass vae="),
-], ids=["missing-checkpoint", "missing-input", "no-vae"])
+    (["{checkpoint}", "{images}/a.png", "--vae", "{vae}", "--vae-tile", "100"], "vae_tile_size=100 must be"),
+], ids=["missing-checkpoint", "missing-input", "no-vae", "bad-vae-tile"])
 def test_cli_errors_exit_2_with_a_message_not_a_traceback(files, args, message, capsys):
-    checkpoint, _, _, images = files
-    assert main([a.format(checkpoint=checkpoint, images=images) for a in args]) == 2
+    checkpoint, _, vae, images = files
+    assert main([a.format(checkpoint=checkpoint, images=images, vae=vae) for a in args]) == 2
     error = capsys.readouterr().err
     assert error.startswith("lotus-depth: error: ") and message in error and "Traceback" not in error
 

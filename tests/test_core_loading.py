@@ -112,6 +112,21 @@ def test_loaded_model_predicts_like_the_networks_it_was_written_from(checkpoints
         torch.testing.assert_close(got.image, expected.image, atol=1e-5, rtol=0)
 
 
+def test_vae_is_channels_last_unless_asked_for_the_reference_layout(checkpoints, model_g):
+    images = as_batch(synthetic_rgb(48, 64, seed=1))
+    expected = predict(model_g, images, processing_resolution=0, seed=2)
+    fast = load_model(checkpoints["g"], checkpoints["vae"])
+    exact = load_model(checkpoints["g"], checkpoints["vae"], channels_last=False)
+    conv = "decoder.conv_in.weight"
+    assert fast.vae.get_parameter(conv).is_contiguous(memory_format=torch.channels_last)
+    assert not exact.vae.get_parameter(conv).is_contiguous(memory_format=torch.channels_last)
+    assert not fast.unet.get_parameter("conv_in.weight").is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(predict(exact, images, processing_resolution=0, seed=2).image, expected.image,
+                               atol=1e-5, rtol=0)  # as loading always is (see the test above)
+    torch.testing.assert_close(predict(fast, images, processing_resolution=0, seed=2).image, expected.image,
+                               atol=1e-4, rtol=0)
+
+
 def test_half_precision_model_predicts_close_to_fp32(checkpoints, model_g):
     images = as_batch(synthetic_rgb(24, 40, seed=1))
     expected = predict(model_g, images, processing_resolution=0, seed=2, encode="mean")
