@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +39,7 @@ TASK_SWITCH = torch.tensor([[0.8414710, 0.0, 0.5403023, 1.0]])  # [sin 1, sin 0,
 CLIP_SD2 = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
                 num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512)
 EMPTY_PROMPT_IDS = [[49406, 49407]]  # "" tokenized without padding: BOS, EOS (lotus_reference.md)
+EMBEDS_FILE = "empty_prompt_embeds.safetensors"
 
 
 def write_folder(folder: Path) -> None:
@@ -50,7 +52,11 @@ def write_folder(folder: Path) -> None:
     torch.manual_seed(0)
     UNet2DConditionModel.from_config({**LOTUS_UNET_CONFIG, "in_channels": 8}).save_pretrained(folder / "unet")
     AutoencoderKL.from_config(SD_VAE_CONFIG).save_pretrained(folder / "vae")
-    CLIPTextModel(CLIPTextConfig(**CLIP_SD2)).save_pretrained(folder / "text_encoder")
+    text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_SD2))
+    text_encoder.save_pretrained(folder / "text_encoder")
+    with torch.no_grad():  # what the core uses instead of CLIP: this random text encoder's constant output
+        embeds = text_encoder(torch.tensor(EMPTY_PROMPT_IDS))[0]
+    save_file({"prompt_embeds": embeds.contiguous()}, folder / EMBEDS_FILE)
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "LotusGPipeline"}))
 
 
@@ -114,6 +120,8 @@ def core(folder: Path, dtype: torch.dtype, device: torch.device, options: dict):
     import lotus_core
 
     model = lotus_core.load_model(folder, quantity="depth", device=device, dtype=dtype)
+    # Random weights: the shipped embedding is the real CLIP's, so use the random CLIP's (same constant role).
+    model.prompt_embeds = load_file(folder / EMBEDS_FILE)["prompt_embeds"]
 
     def run(images: torch.Tensor, resolution: int) -> torch.Tensor:
         return lotus_core.predict(model, images, processing_resolution=resolution, seed=0, **options).values[:, 0]
@@ -125,6 +133,11 @@ def child(args: argparse.Namespace) -> None:
     """One implementation, one case: load, first result, warm runs, stage times, peak memory."""
     device = torch.device(args.device)
     images = torch.rand(args.batch, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
+    begin_imports = time.perf_counter()
+    import diffusers.models  # noqa: F401  (both sides: the networks' library, which also imports transformers)
+
+    import lotus_core  # noqa: F401
+    imports = time.perf_counter() - begin_imports
     start = time.perf_counter()
     setup = baseline if args.impl == "baseline" else core
     options = {"vae_tile_size": args.vae_tile} if args.impl == "core+vae-tiles" else {}
@@ -146,26 +159,33 @@ def child(args: argparse.Namespace) -> None:
         peak = torch.cuda.max_memory_allocated(device) / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"load": loaded, "cold": cold, "warm": totals[best], "stages": stages[best], "peak_gb": peak}))
+    print(json.dumps({"imports": imports, "load": loaded, "cold": cold, "warm": totals[best], "stages": stages[best],
+                      "peak_gb": peak}))
 
 
 def conv_rate(dtype: torch.dtype, device: torch.device) -> float:
-    """GFLOP/s of a 3x3, 320-channel convolution at 96x96, channels-last: the attainable rate."""
-    conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(device, dtype, memory_format=torch.channels_last)
-    x = torch.randn(1, 320, 96, 96, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    """GFLOP/s of the fastest 3x3 convolution among UNet and VAE shapes, either memory format."""
+    best = 0.0
+    for channels, edge in ((320, 96), (640, 48), (256, 192), (128, 384)):
+        for layout in (torch.contiguous_format, torch.channels_last):
+            conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, dtype, memory_format=layout)
+            x = torch.randn(1, channels, edge, edge, device=device, dtype=dtype).contiguous(memory_format=layout)
+            best = max(best, 2 * channels * channels * 9 * edge * edge / _seconds(lambda: conv(x), device) / 1e9)
+    return best
+
+
+def _seconds(call, device: torch.device) -> float:
+    repeats = 50 if device.type == "cuda" else 3
     with torch.inference_mode():
-        for _ in range(3):
-            conv(x)
+        call()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         begin = time.perf_counter()
-        repeats = 100 if device.type == "cuda" else 10
         for _ in range(repeats):
-            conv(x)
+            call()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = (time.perf_counter() - begin) / repeats
-    return 2 * 320 * 320 * 9 * 96 * 96 / seconds / 1e9
+    return (time.perf_counter() - begin) / repeats
 
 
 def flops(height: int, width: int) -> float:
@@ -242,8 +262,9 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None,
                         help="default: fp32, plus bf16 where the CPU has it natively; fp16 and bf16 on a GPU")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--vae-tile", type=int, default=384, help="also the core with VAE tiles of this many px"
-                                                                  " on inputs >= 768 px (0 = skip)")
+    parser.add_argument("--vae-tile", type=int, default=384,
+                        help="also the core with VAE tiles of this many px on inputs processed natively at >= 768 px"
+                             " (0 = skip)")
     parser.add_argument("--repeats", type=int, default=1, help="warm runs per configuration (median is shown)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--folder", "--impl", "--dtype", "--depth-file"):
@@ -260,10 +281,10 @@ def main() -> None:
     rates = {dtype: conv_rate(DTYPES[dtype], device) for dtype in args.dtypes}
     print(f"machine: {machine(device)}; 3x3 conv rate " + ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in rates.items()),
           flush=True)
-    print("| input → processed | batch | dtype | impl | load s | load + first result s | warm s | encode | UNet"
-          " | decode | img/s | peak GB | latency ÷ baseline | load ÷ baseline | peak ÷ baseline"
+    print("| input → processed | batch | dtype | impl | imports s | load s | load + first result s | warm s"
+          " | encode | UNet | decode | img/s | peak GB | latency ÷ baseline | load ÷ baseline | peak ÷ baseline"
           " | max abs Δ depth vs baseline | FLOP floor s |")
-    print("|---" * 17 + "|")
+    print("|---" * 18 + "|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "lotus-g-random"
         write_folder(folder)
@@ -271,7 +292,7 @@ def main() -> None:
             size = processed_size(case["height"], case["width"], case["resolution"])
             floor_flops = flops(*size) * case["batch"]
             impls = ["baseline", "core"]
-            if args.vae_tile and max(case["width"], case["height"]) >= 768 and case["resolution"] >= 768:
+            if args.vae_tile and case["width"] == size[1] and min(size) >= 768:
                 impls.append("core+vae-tiles")
             for dtype in args.dtypes:
                 depth_files = {impl: Path(tmp) / f"{impl}.npy" for impl in impls}
@@ -283,8 +304,9 @@ def main() -> None:
                     delta = np.abs(np.load(depth_files[impl]) - reference).max()
                     label = f"core, VAE tiles {args.vae_tile} px" if "+" in impl else impl
                     print(f"| {case['width']}×{case['height']} → {size[1]}×{size[0]} | {case['batch']} | {dtype}"
-                          f" | {label} | {r['load']:.1f} | {r['cold']:.1f} | {r['warm']:.1f} | {s['encode']:.1f}"
-                          f" | {s['unet']:.1f} | {s['decode']:.1f} | {case['batch'] / r['warm']:.3f}"
+                          f" | {label} | {r['imports']:.1f} | {r['load']:.2f} | {r['cold']:.1f} | {r['warm']:.1f}"
+                          f" | {s['encode']:.1f} | {s['unet']:.1f} | {s['decode']:.1f}"
+                          f" | {case['batch'] / r['warm']:.3f}"
                           f" | {r['peak_gb']:.2f} | {r['warm'] / base['warm']:.2f} | {r['load'] / base['load']:.2f}"
                           f" | {r['peak_gb'] / base['peak_gb']:.2f} | {delta:.1e}"
                           f" | {floor_flops / rates[dtype] / 1e9:.1f} |", flush=True)
