@@ -44,7 +44,9 @@ def load_model(
         vae: an SD1.x/SD2 VAE file or ``vae/`` folder; defaults to the checkpoint folder's ``vae/``.
         quantity: "depth", "disparity" or "normal"; needed only for files not in the table of
             known releases (``lotus_core.KNOWN_CHECKPOINTS``).
-        dtype, vae_dtype: weights precision (``vae_dtype`` defaults to ``dtype``).
+        dtype, vae_dtype: weights precision. ``vae_dtype`` defaults to ``dtype``, except that the
+            SD VAE overflows in fp16 (NaN or black patches at high resolution), so with fp16 it
+            defaults to bf16 on GPUs that have it and to fp32 elsewhere.
         channels_last: keep the VAE in channels-last memory format. Its full-resolution convolutions
             run faster so (decoder -15 to -25% on a CPU, README: Speed and memory), and the result
             moves by under 1e-4 (another summation order); False reproduces the reference bit for
@@ -54,8 +56,8 @@ def load_model(
     """
     path = Path(checkpoint).expanduser()
     dtype = _coerce_dtype("dtype", dtype)
-    vae_dtype = _coerce_dtype("vae_dtype", vae_dtype) if vae_dtype is not None else dtype
     device = torch.device(device)
+    vae_dtype = _coerce_dtype("vae_dtype", vae_dtype) if vae_dtype is not None else _safe_vae_dtype(dtype, device)
     release = None
     if not path.exists():
         release = known_checkpoint(str(checkpoint))
@@ -139,6 +141,12 @@ def _known_quantity(path: Path, generative: bool) -> Quantity:
         " known Lotus releases. Pass quantity='depth', 'disparity' or 'normal'"
         " (CLI: --quantity, ComfyUI loader: the 'quantity' widget)"
     )
+
+
+def _safe_vae_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    if dtype != torch.float16:
+        return dtype
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
 def _coerce_dtype(argument: str, value) -> torch.dtype:
