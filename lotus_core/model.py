@@ -79,6 +79,18 @@ class LotusModel:
     def device(self) -> torch.device:
         return self.unet.device
 
+    def compile(self, **options) -> LotusModel:
+        """Compile the UNet and the VAE's encoder and decoder with ``torch.compile`` (opt-in), in place.
+
+        The first prediction at each new size pays the compilation (minutes on a CPU); later ones
+        run the fused kernels. Inductor keeps its kernels in a cache on disk
+        (``TORCHINDUCTOR_CACHE_DIR``, by default under /tmp), so a warm cache makes the next process
+        start much faster: keep that folder between runs. ``options`` go to ``torch.compile``.
+        """
+        for module in (self.unet, self.vae.encoder, self.vae.decoder):
+            module.compile(**options)
+        return self
+
     def to(self, device=None, dtype=None, vae_dtype=None) -> LotusModel:
         """Move both networks (in place) and return self."""
         self.unet.to(device=device, dtype=dtype)

@@ -6,6 +6,7 @@ decoder raise ``torch.OutOfMemoryError`` (the exception CUDA raises) above a cho
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -187,3 +188,15 @@ def test_out_of_memory_at_the_smallest_plan_is_an_actionable_error(model_short_o
     model_short_of_memory.vae.decoder = OutOfMemoryAbove(model_short_of_memory.vae.decoder, 1)
     with pytest.raises(LotusError, match="out of memory on cpu even with 1 image.* lower processing_resolution"):
         predict(model_short_of_memory, photo, processing_resolution=0, seed=0)
+
+
+def test_compile_is_opt_in_and_keeps_the_result(unet_d, vae, photo):
+    """torch.compile wiring, traced with the "eager" backend: the default (inductor) would spend minutes
+    compiling C++ on this 2-core machine; the benchmark is the place to time it."""
+    model = lotus_core.LotusModel(copy.deepcopy(unet_d), copy.deepcopy(vae), "depth")
+    image = photo[..., :64, :96]
+    expected = predict(model, image, processing_resolution=0, seed=0)
+    assert model.unet._compiled_call_impl is None
+    assert model.compile(backend="eager") is model
+    assert all(m._compiled_call_impl is not None for m in (model.unet, model.vae.encoder, model.vae.decoder))
+    assert torch.equal(predict(model, image, processing_resolution=0, seed=0).values, expected.values)
