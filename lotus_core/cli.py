@@ -56,9 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " 0 = never; default: only when the image would not fit in free memory")
     parser.add_argument("--memory-limit", type=float, default=None, metavar="GB",
                         help="memory the activations may use (default: 3/4 of the available memory)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                        help="VAE in channels-last memory format: faster, moves results by < 1e-4;"
-                             " --no-channels-last reproduces the reference bit for bit")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="VAE in channels-last memory format (default: on a CPU only, where it is faster);"
+                             " moves results by < 1e-4; --no-channels-last reproduces the reference bit for bit")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the networks: the first image pays minutes of compilation, later ones"
                              " run faster (worth it for many images; keep TORCHINDUCTOR_CACHE_DIR between runs)")

@@ -6,6 +6,8 @@ torchvision's tensor ``resize`` calls ``torch.nn.functional.interpolate`` with
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -30,9 +32,9 @@ def check_images(images: torch.Tensor) -> None:
     height, width = images.shape[-2:]
     if min(height, width) < MIN_EDGE:
         raise LotusError(f"images of {width}x{height} px are too small: both edges must be >= {MIN_EDGE} px")
-    if not torch.isfinite(images).all():
+    low, high = (value.item() for value in torch.aminmax(images))  # one pass: NaN and Inf show here too
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise LotusError("images contain NaN or Inf values; every value must be finite and in [0, 1]")
-    low, high = images.min().item(), images.max().item()
     if low < 0 or high > 1:
         raise LotusError(f"image values must lie in [0, 1], got min {low:.4g} and max {high:.4g}")
 

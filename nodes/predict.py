@@ -35,8 +35,9 @@ def prediction_inputs(noise: bool = True) -> list:
         io.Combo.Input("noise", options=list(NOISE_MODES), default=NOISE_MODES[0],
                        tooltip="One random draw (Lotus-G noise, VAE sample) per image, or one shared by the"
                                " whole batch: steadier across video frames."),
-        io.Int.Input("chunk_size", default=1, min=1, max=256,
-                     tooltip="Images per model pass: higher is faster on a GPU with memory to spare."),
+        io.Int.Input("chunk_size", default=0, min=0, max=256,
+                     tooltip="Images per model pass: higher is faster on a GPU with memory to spare."
+                             " 0 = as many as fit in free memory (one at a time on a CPU)."),
     ]
     return inputs if noise else [i for i in inputs if i.id != "noise"]
 
@@ -67,7 +68,12 @@ def core_images(image: torch.Tensor) -> torch.Tensor:
 
 def load_for(model: ComfyLotusModel, images: torch.Tensor, size: tuple[int, int], chunk_size: int) -> None:
     """Bring the model to the compute device with room for one chunk at the processed ``size``."""
-    model.load(*size, min(chunk_size, images.shape[0]))
+    model.load(*size, min(chunk_size or 1, images.shape[0]))  # auto (0): room for one, the core fits the rest
+
+
+def core_chunk_size(chunk_size: int) -> int | None:
+    """The node's chunk_size for the core: 0 (auto) is None, which sizes chunks from free memory."""
+    return chunk_size or None
 
 
 def on_progress() -> Callable[[int, int], None]:
@@ -102,7 +108,8 @@ def _predict(model: ComfyLotusModel, image, processing_resolution, seed, noise, 
     images = core_images(image)
     load_for(model, images, processing_size(*images.shape[-2:], processing_resolution), chunk_size)
     return predict(model.core, images, processing_resolution=processing_resolution, seed=seed,
-                   shared_noise=noise == NOISE_MODES[1], chunk_size=chunk_size, callback=on_progress())
+                   shared_noise=noise == NOISE_MODES[1], chunk_size=core_chunk_size(chunk_size),
+                   callback=on_progress())
 
 
 class LotusDepth(io.ComfyNode):

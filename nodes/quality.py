@@ -11,6 +11,7 @@ from ..lotus_core.video import ALIGN_MODES, DEFAULT_LATENT_BLEND
 from .predict import (
     CATEGORY,
     DEPTH_QUANTITIES,
+    core_chunk_size,
     core_images,
     depth_outputs,
     depth_result,
@@ -55,7 +56,7 @@ class LotusDepthEnsemble(io.ComfyNode):
         load_for(lotus_model, images, processing_size(*images.shape[-2:], processing_resolution), chunk_size)
         prediction = predict_ensemble(lotus_model.core, images, ensemble_size=ensemble_size, flip=flip,
                                       reduction=reduction, processing_resolution=processing_resolution, seed=seed,
-                                      chunk_size=chunk_size, callback=on_progress())
+                                      chunk_size=core_chunk_size(chunk_size), callback=on_progress())
         return depth_result(lotus_model, prediction, processing_resolution, prediction.uncertainty)
 
 
@@ -90,8 +91,8 @@ class LotusDepthTiled(io.ComfyNode):
         sizes = (processing_size(height, width, processing_resolution), (min(tile_size, height), min(tile_size, width)))
         load_for(lotus_model, images, max(sizes, key=lambda size: size[0] * size[1]), chunk_size)
         prediction = predict_tiled(lotus_model.core, images, tile_size=tile_size, overlap=overlap,
-                                   processing_resolution=processing_resolution, seed=seed, chunk_size=chunk_size,
-                                   callback=on_progress())
+                                   processing_resolution=processing_resolution, seed=seed,
+                                   chunk_size=core_chunk_size(chunk_size), callback=on_progress())
         return depth_result(lotus_model, prediction, processing_resolution)
 
 
@@ -128,8 +129,8 @@ class LotusDepthVideo(io.ComfyNode):
         frames = core_images(image)
         load_for(lotus_model, frames, processing_size(*frames.shape[-2:], processing_resolution), chunk_size)
         prediction = predict_video(lotus_model.core, frames, latent_blend=latent_blend, align=align,
-                                   processing_resolution=processing_resolution, seed=seed, chunk_size=chunk_size,
-                                   callback=on_progress())
+                                   processing_resolution=processing_resolution, seed=seed,
+                                   chunk_size=core_chunk_size(chunk_size), callback=on_progress())
         return depth_result(lotus_model, prediction, processing_resolution, low=low_percentile,
                             high=high_percentile, per_image=False)
 

@@ -120,6 +120,8 @@ def core(folder: Path, dtype: torch.dtype, device: torch.device, options: dict):
     import lotus_core
 
     model = lotus_core.load_model(folder, quantity="depth", device=device, dtype=dtype)
+    if options.pop("compile", False):
+        model.compile()
     # Random weights: the shipped embedding is the real CLIP's, so use the random CLIP's (same constant role).
     model.prompt_embeds = load_file(folder / EMBEDS_FILE)["prompt_embeds"]
 
@@ -141,6 +143,8 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     setup = baseline if args.impl == "baseline" else core
     options = {"vae_tile_size": args.vae_tile} if args.impl == "core+vae-tiles" else {}
+    if args.impl == "core+compile":
+        options["compile"] = True
     run, modules = setup(Path(args.folder), DTYPES[args.dtype], device, options)
     loaded = time.perf_counter() - start
     timer = StageTimer(modules, device)
@@ -246,7 +250,9 @@ def cases(args: argparse.Namespace) -> list[dict]:
         width, height = map(int, big.split("x"))
         found.append(dict(width=width, height=height, resolution=768, batch=1))
     if args.batch > 1:
-        found.append(dict(width=args.batch_size_px, height=args.batch_size_px, resolution=args.batch_size_px, batch=1))
+        if args.batch_size_px not in args.sizes:  # the batch of one to compare with
+            found.append(dict(width=args.batch_size_px, height=args.batch_size_px, resolution=args.batch_size_px,
+                              batch=1))
         found.append(dict(width=args.batch_size_px, height=args.batch_size_px, resolution=args.batch_size_px,
                           batch=args.batch))
     return found
@@ -265,6 +271,9 @@ def main() -> None:
     parser.add_argument("--vae-tile", type=int, default=384,
                         help="also the core with VAE tiles of this many px on inputs processed natively at >= 768 px"
                              " (0 = skip)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also the core under torch.compile on inputs processed natively (load + first result"
+                             " then includes the compilation)")
     parser.add_argument("--repeats", type=int, default=1, help="warm runs per configuration (median is shown)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--folder", "--impl", "--dtype", "--depth-file"):
@@ -294,6 +303,8 @@ def main() -> None:
             impls = ["baseline", "core"]
             if args.vae_tile and case["width"] == size[1] and min(size) >= 768:
                 impls.append("core+vae-tiles")
+            if args.compile and case["width"] == size[1] and case["batch"] == 1:
+                impls.append("core+compile")
             for dtype in args.dtypes:
                 depth_files = {impl: Path(tmp) / f"{impl}.npy" for impl in impls}
                 results = {impl: measure(folder, impl, dtype, case, args, depth_files[impl]) for impl in impls}
@@ -302,14 +313,15 @@ def main() -> None:
                 for impl, r in results.items():
                     s = r["stages"]
                     delta = np.abs(np.load(depth_files[impl]) - reference).max()
-                    label = f"core, VAE tiles {args.vae_tile} px" if "+" in impl else impl
+                    label = {"core+vae-tiles": f"core, VAE tiles {args.vae_tile} px",
+                             "core+compile": "core, torch.compile"}.get(impl, impl)
                     print(f"| {case['width']}×{case['height']} → {size[1]}×{size[0]} | {case['batch']} | {dtype}"
-                          f" | {label} | {r['imports']:.1f} | {r['load']:.2f} | {r['cold']:.1f} | {r['warm']:.1f}"
-                          f" | {s['encode']:.1f} | {s['unet']:.1f} | {s['decode']:.1f}"
+                          f" | {label} | {r['imports']:.1f} | {r['load']:.2f} | {r['cold']:.1f} | {r['warm']:.3g}"
+                          f" | {s['encode']:.3g} | {s['unet']:.3g} | {s['decode']:.3g}"
                           f" | {case['batch'] / r['warm']:.3f}"
                           f" | {r['peak_gb']:.2f} | {r['warm'] / base['warm']:.2f} | {r['load'] / base['load']:.2f}"
                           f" | {r['peak_gb'] / base['peak_gb']:.2f} | {delta:.1e}"
-                          f" | {floor_flops / rates[dtype] / 1e9:.1f} |", flush=True)
+                          f" | {floor_flops / rates[dtype] / 1e9:.3g} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def test_object_info_lists_the_nodes_with_their_schema(server):
     assert list(required) == ["lotus_model", "image", "processing_resolution", "seed", "noise", "chunk_size"]
     assert required["processing_resolution"][1].items() >= {"default": 768, "min": 0, "max": 8192}.items()
     assert required["seed"][1].items() >= {"default": 0, "min": 0, "control_after_generate": True}.items()
-    assert required["chunk_size"][1].items() >= {"default": 1, "min": 1}.items()
+    assert required["chunk_size"][1].items() >= {"default": 0, "min": 0}.items()  # 0 = sized from free memory
     assert required["noise"][1]["options"] == ["per image", "shared across batch"]
     for node in info.values():
         assert node["description"]
@@ -215,6 +215,18 @@ def test_progress_events_arrive_per_chunk(server):
     assert history_status(entry) == "success"
     progress = [e["data"] for e in events if e["type"] == "progress" and e["data"]["node"] == "3"]
     assert [(p["value"], p["max"]) for p in progress] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_automatic_chunk_size_runs_one_image_per_pass_on_a_cpu(server):
+    batch = {"9": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 2}}}
+    entry, events = server.run_with_events(graph(seed=13, chunk_size=0, source=["9", 0]) | batch)
+    assert history_status(entry) == "success"
+    progress = [e["data"] for e in events if e["type"] == "progress" and e["data"]["node"] == "3"]
+    assert [(p["value"], p["max"]) for p in progress] == [(1, 2), (2, 2)]
+    model = lotus_core.load_model(server.lotus_dir / "lotus-depth-g-v1-0.safetensors", server.vae_dir / VAE)
+    images = load_image(server, "photo.png").repeat(2, 1, 1, 1)
+    prediction = lotus_core.predict(model, images, processing_resolution=RESOLUTION, seed=13, chunk_size=1)
+    assert_pixels_equal(saved(server, entry, "4"), as_png(lotus_core.to_controlnet(prediction)[:, 0]))
 
 
 @pytest.mark.parametrize("change, message", [
