@@ -99,7 +99,8 @@ def _vae_tile(size: tuple[int, int], element_size: int, vae_tile_size: int | Non
     latent_edge = max(size) // VAE_SCALE
     if vae_tile_size is not None:
         minimum = MIN_VAE_TILE * VAE_SCALE
-        if not isinstance(vae_tile_size, int) or vae_tile_size % VAE_SCALE or not (vae_tile_size == 0 or vae_tile_size >= minimum):
+        multiple = isinstance(vae_tile_size, int) and not vae_tile_size % VAE_SCALE
+        if not multiple or vae_tile_size < 0 or 0 < vae_tile_size < minimum:
             raise LotusError(f"vae_tile_size={vae_tile_size!r} must be 0 (never tile), None (tile when memory is"
                              f" short) or a multiple of {VAE_SCALE} >= {minimum} px")
         tile = vae_tile_size // VAE_SCALE

@@ -23,7 +23,7 @@ def encode(vae: AutoencoderKL, pixels: torch.Tensor, tile: int | None) -> tuple[
         posterior = vae.encode(pixels).latent_dist
         return posterior.mean, posterior.std
     mean = std = None
-    for region, weight in zip(tiles, blend_weights(tiles, *latent_size, overlap)):
+    for region, weight in zip(tiles, blend_weights(tiles, *latent_size, overlap), strict=True):
         posterior = vae.encode(pixels[(..., *_scaled(region).region)]).latent_dist
         if mean is None:
             mean = posterior.mean.new_zeros(*posterior.mean.shape[:2], *latent_size)
@@ -43,7 +43,7 @@ def decode(vae: AutoencoderKL, latents: torch.Tensor, tile: int | None) -> torch
     pixel_tiles = [_scaled(t) for t in tiles]
     weights = blend_weights(pixel_tiles, latent_size[0] * VAE_SCALE, latent_size[1] * VAE_SCALE, overlap * VAE_SCALE)
     result = None
-    for region, pixel_region, weight in zip(tiles, pixel_tiles, weights):
+    for region, pixel_region, weight in zip(tiles, pixel_tiles, weights, strict=True):
         decoded = vae.decode(latents[(..., *region.region)], return_dict=False)[0]
         if result is None:
             result = decoded.new_zeros(*decoded.shape[:2], latent_size[0] * VAE_SCALE, latent_size[1] * VAE_SCALE)

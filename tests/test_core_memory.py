@@ -53,6 +53,7 @@ def test_explicit_vae_tile_size():
     ("vae_tile_size", 300, "multiple of 8 >= 256"),
     ("vae_tile_size", 128, "multiple of 8 >= 256"),
     ("vae_tile_size", -8, "multiple of 8 >= 256"),
+    ("vae_tile_size", "512", "multiple of 8 >= 256"),
     ("chunk_size", 0, "integer >= 1"),
     ("chunk_size", 1.5, "integer >= 1"),
     ("memory_limit", 0, "bytes >= 1"),
@@ -97,7 +98,7 @@ def test_tiled_decode_places_each_tile_and_blends_only_the_overlaps(vae):
     scaled = [lotus_core.tiles.Tile(t.top * 8, t.left * 8, t.height * 8, t.width * 8) for t in tiles]
     weights = blend_weights(scaled, 320, 576, tile // 4 * 8)
     low, high = torch.full_like(result, torch.inf), torch.full_like(result, -torch.inf)
-    for t, weight, decoded in zip(scaled, weights, alone):
+    for t, weight, decoded in zip(scaled, weights, alone, strict=True):
         area = (..., *t.region)
         only_this = weight == 1  # pixels no other tile reaches: exactly this tile's decoding
         assert only_this.sum() > 0
@@ -113,7 +114,7 @@ def test_tiled_encode_places_each_tile(vae):
     with torch.inference_mode():
         mean, std = vae_tiles.encode(vae, pixels, 32)
         weights = blend_weights(tiles, 40, 72, 8)
-        for t, weight in zip(tiles, weights):
+        for t, weight in zip(tiles, weights, strict=True):
             posterior = vae.encode(pixels[..., t.top * 8:(t.top + t.height) * 8, t.left * 8:(t.left + t.width) * 8]
                                    ).latent_dist
             only_this = weight == 1
