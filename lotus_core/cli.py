@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vae-tile", type=int, default=None, metavar="PX",
                         help="run the VAE on overlapping PX-px tiles (multiple of 8, >= 256) to bound its memory;"
                              " 0 = never; default: only when the image would not fit in free memory")
-    parser.add_argument("--memory-limit", type=float, default=None, metavar="GB",
+    parser.add_argument("--memory-limit", type=_gigabytes, default=None, metavar="GB",
                         help="memory the activations may use (default: 3/4 of the available memory)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="VAE in channels-last memory format (default: on a CPU only, where it is faster);"
@@ -78,6 +78,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if sum((args.ensemble > 1, args.tile > 0, args.video)) > 1:
         parser.error("--ensemble, --tile and --video cannot be combined")
     return args
+
+
+def _gigabytes(text: str) -> int:
+    """A --memory-limit in GB (e.g. 2.5) as bytes."""
+    try:
+        gigabytes = float(text)
+    except ValueError:
+        gigabytes = 0.0
+    if not gigabytes > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB > 0 (e.g. 2.5)")
+    return int(gigabytes * 1e9)
 
 
 def find_images(inputs: list[Path]) -> list[Path]:
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             model.compile()
         args.output.mkdir(parents=True, exist_ok=True)
         options = dict(processing_resolution=args.resolution, seed=args.seed, vae_tile_size=args.vae_tile,
-                       memory_limit=None if args.memory_limit is None else int(args.memory_limit * 1e9))
+                       memory_limit=args.memory_limit)
         if args.video:
             frames = [read_image(path) for path in images]
             sizes = {tuple(frame.shape[-2:]) for frame in frames}

@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 
 # Peak activations per processed pixel, in elements of the VAE's dtype, for the SD VAE and the SD2
 # UNet. From the official pipeline's fp32 working sets (perf_baseline.md §4: decoder 1.1 GB at 512²
-# and 2.3 GB at 768², encoder 0.7 / 1.4 GB, UNet 0.1-0.3 GB), rounded up.
-DECODE_ELEMENTS_PER_PIXEL = 1100
-ENCODE_ELEMENTS_PER_PIXEL = 700
+# and 2.3 GB at 768², UNet 0.1-0.3 GB), rounded up. The VAE's is its decoder's: the encoder, which
+# runs before the UNet and never at the same time, needs less (0.7 / 1.4 GB).
+VAE_ELEMENTS_PER_PIXEL = 1100
 UNET_ELEMENTS_PER_PIXEL = 150
 USABLE_FRACTION = 0.75  # of the memory the device reports available: room for everything else
 MIN_VAE_TILE = 32  # latent px (256 image px): below this a tile sees too little of the image
@@ -62,8 +62,7 @@ def working_bytes(size: tuple[int, int], element_size: int, vae_tile: int | None
     """Estimated peak activation memory for one image processed at ``size`` (h, w)."""
     pixels = size[0] * size[1]
     vae_pixels = pixels if vae_tile is None else min(pixels, (vae_tile * VAE_SCALE) ** 2)
-    vae = max(DECODE_ELEMENTS_PER_PIXEL, ENCODE_ELEMENTS_PER_PIXEL) * vae_pixels
-    return (vae + UNET_ELEMENTS_PER_PIXEL * pixels) * element_size
+    return (VAE_ELEMENTS_PER_PIXEL * vae_pixels + UNET_ELEMENTS_PER_PIXEL * pixels) * element_size
 
 
 def plan_memory(

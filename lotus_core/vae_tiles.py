@@ -22,12 +22,10 @@ def encode(vae: AutoencoderKL, pixels: torch.Tensor, tile: int | None) -> tuple[
     if tiles is None:
         posterior = vae.encode(pixels).latent_dist
         return posterior.mean, posterior.std
-    mean = std = None
+    mean = pixels.new_zeros(pixels.shape[0], vae.config.latent_channels, *latent_size)
+    std = torch.zeros_like(mean)
     for region, weight in zip(tiles, blend_weights(tiles, *latent_size, overlap), strict=True):
         posterior = vae.encode(pixels[(..., *_scaled(region).region)]).latent_dist
-        if mean is None:
-            mean = posterior.mean.new_zeros(*posterior.mean.shape[:2], *latent_size)
-            std = torch.zeros_like(mean)
         weight = weight.to(mean)
         mean[(..., *region.region)] += weight * posterior.mean
         std[(..., *region.region)] += weight * posterior.std
@@ -42,12 +40,10 @@ def decode(vae: AutoencoderKL, latents: torch.Tensor, tile: int | None) -> torch
         return vae.decode(latents, return_dict=False)[0]
     pixel_tiles = [_scaled(t) for t in tiles]
     weights = blend_weights(pixel_tiles, latent_size[0] * VAE_SCALE, latent_size[1] * VAE_SCALE, overlap * VAE_SCALE)
-    result = None
+    result = latents.new_zeros(latents.shape[0], vae.config.out_channels, *(edge * VAE_SCALE for edge in latent_size))
     for region, pixel_region, weight in zip(tiles, pixel_tiles, weights, strict=True):
         decoded = vae.decode(latents[(..., *region.region)], return_dict=False)[0]
-        if result is None:
-            result = decoded.new_zeros(*decoded.shape[:2], latent_size[0] * VAE_SCALE, latent_size[1] * VAE_SCALE)
-        result[(..., *pixel_region.region)] += weight.to(decoded) * decoded
+        result[(..., *pixel_region.region)] += weight.to(result) * decoded
     return result
 
 

@@ -210,12 +210,6 @@ def flops(height: int, width: int) -> float:
     return counter.get_total_flops()
 
 
-def processed_size(height: int, width: int, resolution: int) -> tuple[int, int]:
-    from lotus_core.imaging import processing_size
-
-    return processing_size(height, width, resolution)
-
-
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -284,6 +278,8 @@ def main() -> None:
     if args.child:
         return child(args)
 
+    from lotus_core.imaging import processing_size  # here, not at the top: children time their imports
+
     device = torch.device(args.device)
     if args.dtypes is None:
         args.dtypes = ["fp16", "bf16"] if device.type == "cuda" else ["fp32"] + (["bf16"] if native_bf16() else [])
@@ -298,7 +294,7 @@ def main() -> None:
         folder = Path(tmp) / "lotus-g-random"
         write_folder(folder)
         for case in cases(args):
-            size = processed_size(case["height"], case["width"], case["resolution"])
+            size = processing_size(case["height"], case["width"], case["resolution"])
             floor_flops = flops(*size) * case["batch"]
             impls = ["baseline", "core"]
             if args.vae_tile and case["width"] == size[1] and min(size) >= 768:

@@ -77,6 +77,41 @@ def test_cli_vae_tiles_explicit_or_from_a_memory_limit(files, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "limit" / "a_depth.npy"), tiled.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "lots"])
+def test_cli_refuses_a_memory_limit_that_is_not_positive(files, value, capsys):
+    checkpoint, _, vae, images = files
+    with pytest.raises(SystemExit) as stopped:
+        main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--memory-limit", value])
+    assert stopped.value.code == 2
+    assert f"--memory-limit: {value!r} is not a number of GB > 0" in capsys.readouterr().err
+
+
+def test_cli_channels_last_is_the_cpu_default_and_can_be_turned_off(files, tmp_path):
+    checkpoint, _, vae, images = files
+    common = [str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--resolution", "64", "--save", "npy"]
+    assert main([*common, "-o", str(tmp_path / "default")]) == 0
+    assert main([*common, "-o", str(tmp_path / "exact"), "--no-channels-last"]) == 0
+    rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
+    image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    for folder, channels_last in (("default", True), ("exact", False)):
+        model = lotus_core.load_model(checkpoint, vae, channels_last=channels_last)
+        expected = lotus_core.predict(model, image, processing_resolution=64, seed=0).values[0, 0].numpy()
+        assert np.array_equal(np.load(tmp_path / folder / "a_depth.npy"), expected)
+
+
+def test_cli_compile_compiles_the_model(files, tmp_path, monkeypatch):
+    """A spy stands in for LotusModel.compile: the real one spends minutes compiling C++ here (the
+    compiled model itself is tested in test_core_memory.py and timed by the benchmark)."""
+    compiled = []
+    monkeypatch.setattr(lotus_core.LotusModel, "compile", lambda model, **options: compiled.append(model) or model)
+    checkpoint, _, vae, images = files
+    common = [str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--resolution", "16", "--save", "npy"]
+    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
+    assert compiled == []
+    assert main([*common, "-o", str(tmp_path / "compiled"), "--compile"]) == 0
+    assert len(compiled) == 1 and isinstance(compiled[0], lotus_core.LotusModel)
+
+
 def test_cli_normals(files, tmp_path):
     _, normals, vae, images = files
     assert main([str(normals), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "0"]) == 0

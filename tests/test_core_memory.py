@@ -160,9 +160,7 @@ class OutOfMemoryAbove(torch.nn.Module):
 @pytest.fixture
 def model_short_of_memory(unet_g, vae):
     """A model sharing the tiny networks, with its own VAE object whose decoder can be swapped."""
-    own_vae = type(vae).from_config(vae.config)
-    own_vae.load_state_dict(vae.state_dict())
-    return lotus_core.LotusModel(unet_g, own_vae.eval(), "depth")
+    return lotus_core.LotusModel(unet_g, copy.deepcopy(vae), "depth")
 
 
 def test_out_of_memory_retries_with_fewer_images_per_pass(model_short_of_memory, caplog):
