@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     modes.add_argument("--ensemble", type=int, default=1, metavar="N",
                        help="N aligned predictions per image, combined by median; also writes the"
                             " members' spread as <name>_uncertainty.npy with --save npy")
-    modes.add_argument("--flip", action="store_true", help="with --ensemble: every second member sees the mirror image")
+    modes.add_argument("--flip", action="store_true", help="with --ensemble: every second member sees the mirror")
     modes.add_argument("--tile", type=int, default=0, metavar="SIZE",
                        help="full-resolution depth from a global pass plus SIZE px native tiles (e.g. 768)")
     modes.add_argument("--overlap", type=int, default=128, help="with --tile: tile overlap in px (default 128)")
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise LotusError(f"--video needs frames of one size, got {len(sizes)} sizes: {sorted(sizes)}")
             frames = torch.cat(frames)
             prediction = predict_video(model, frames, **options)
-            control = to_controlnet(prediction, per_image=False) if prediction.quantity is not Quantity.NORMAL else None
+            depth = prediction.quantity is not Quantity.NORMAL
+            control = to_controlnet(prediction, per_image=False) if depth else None
             for index, path in enumerate(images):
                 save(prediction.frame(index), args.output / path.stem, args.save, colormap=args.colormap,
                      model=model.name, processing_resolution=args.resolution,
@@ -208,6 +209,6 @@ def main(argv: list[str] | None = None) -> int:
             save(prediction, args.output / path.stem, args.save, colormap=args.colormap, model=model.name,
                  processing_resolution=args.resolution)
     except (LotusError, OSError) as error:
-        print(f"lotus-depth: error: {error}", file=sys.stderr)
+        sys.stderr.write(f"lotus-depth: error: {error}\n")
         return 2
     return 0

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from .depthmap import DepthMap
-from .errors import LotusError
+from .errors import check_choice
 from .levels import normalize
 
 # name -> whether near sits at the table's low end (Spectral starts red; the others end bright/red)
@@ -32,8 +32,7 @@ def _tables() -> dict[str, torch.Tensor]:
 
 def colormap_table(name: str) -> torch.Tensor:
     """The [256, 3] RGB table of a map (float32 in [0, 1], matplotlib's order: index 0 first)."""
-    if name not in COLORMAPS:
-        raise LotusError(f"colormap={name!r} is not one of {', '.join(map(repr, COLORMAPS))}")
+    check_choice("colormap", name, COLORMAPS)
     return _tables()[name]
 
 
@@ -59,8 +58,7 @@ def colorize(depth: DepthMap, colormap: str = "spectral", *, low: float = 0.0, h
         stretch: False looks the values up as they are (they should lie in [0, 1]).
         reverse: near at the other end.
     """
-    if colormap not in COLORMAPS:
-        raise LotusError(f"colormap={colormap!r} is not one of {', '.join(map(repr, COLORMAPS))}")
+    check_choice("colormap", colormap, COLORMAPS)
     values = depth.values.float()
     positions = normalize(values, low, high, per_image=per_image) if stretch else values.clamp(0, 1)
     # One flip at most, so positions equal the reference's arithmetic exactly.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .alignment import align_to, into_unit_range
-from .errors import LotusError
+from .errors import LotusError, check_choice
 from .inference import predict
 from .model import LotusModel
 from .outputs import LotusPrediction
@@ -39,8 +39,7 @@ def predict_ensemble(
         raise LotusError(f"ensemble_size={ensemble_size!r} must be an integer >= 1")
     if flip and ensemble_size < 2:
         raise LotusError("flip=True needs ensemble_size >= 2 (half the members see the mirrored image)")
-    if reduction not in REDUCTIONS:
-        raise LotusError(f"reduction={reduction!r} is not one of {', '.join(map(repr, REDUCTIONS))}")
+    check_choice("reduction", reduction, REDUCTIONS)
     if predict_options.get("shared_noise"):
         raise LotusError("shared_noise=True would make every ensemble member identical")
     predict_options.setdefault("chunk_size", ensemble_size)

@@ -22,7 +22,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .depthmap import DepthMap
-from .errors import LotusError
+from .errors import LotusError, check_choice
 
 FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
 PNG16_MAX = 65535
@@ -117,8 +117,7 @@ def save_depth_frame(path: str | Path, depth: DepthMap, frame: int, fmt: str, *,
 
     ``low``/``high``: the png16 encoding range (default: ``min(0, data)`` .. ``max(1, data)`` of the frame).
     """
-    if fmt not in FORMATS:
-        raise LotusError(f"format {fmt!r} is not one of {', '.join(map(repr, FORMATS))}")
+    check_choice("format", fmt, FORMATS)
     values = depth.values[frame, 0]
     metadata = {**(extra or {}), **depth_metadata(depth, frame)}
     if fmt == "png16":

@@ -26,7 +26,7 @@ import math
 import torch
 
 from .depthmap import DepthMap, with_near_far
-from .errors import LotusError
+from .errors import LotusError, check_choice
 from .levels import normalize
 
 CAMERAS = ("pinhole", "orthographic")
@@ -49,8 +49,7 @@ def focal_length_px(width: int, fov_degrees: float) -> float:
 
 def points_from_depth(z_depth: torch.Tensor, fov_degrees: float, axes: str = "opengl") -> torch.Tensor:
     """Camera-frame 3D points [B, 3, H, W] of a metric z-depth map [B, 1, H, W] (pinhole camera)."""
-    if axes not in AXES:
-        raise LotusError(f"axes={axes!r} is not one of {', '.join(map(repr, AXES))}")
+    check_choice("axes", axes, AXES)
     _, _, height, width = z_depth.shape
     focal = focal_length_px(width, fov_degrees)
     z = z_depth.float()
@@ -86,24 +85,23 @@ def normals_from_depth(depth: DepthMap, *, camera: str = "pinhole", fov_degrees:
             see ``with_near_far``: only their ratio matters here) or "orthographic" (the map, stretched
             to 0..1 with near = 0, is ``relief`` image widths deep).
     """
+    check_choice("camera", camera, CAMERAS)
     if camera == "pinhole":
         z = with_near_far(depth, near, far).values
         return normals_from_points(points_from_depth(z, fov_degrees))
-    if camera == "orthographic":
-        if not relief > 0:
-            raise LotusError(f"relief={relief!r} must be > 0")
-        values = depth.values.float()
-        nearness = normalize(values) if depth.near_is_high else 1 - normalize(values)
-        _, _, height, width = values.shape
-        cols = (torch.arange(width, dtype=torch.float32, device=values.device) + 0.5) / width
-        rows = (torch.arange(height, dtype=torch.float32, device=values.device) + 0.5) / width
-        points = torch.cat([
-            cols.view(1, 1, 1, width).expand_as(values),
-            -rows.view(1, 1, height, 1).expand_as(values),
-            -(1 - nearness) * relief,
-        ], dim=1)
-        return normals_from_points(points, viewer=torch.tensor([0.0, 0.0, 1.0]))
-    raise LotusError(f"camera={camera!r} is not one of {', '.join(map(repr, CAMERAS))}")
+    if not relief > 0:
+        raise LotusError(f"relief={relief!r} must be > 0")
+    values = depth.values.float()
+    nearness = normalize(values) if depth.near_is_high else 1 - normalize(values)
+    _, _, height, width = values.shape
+    cols = (torch.arange(width, dtype=torch.float32, device=values.device) + 0.5) / width
+    rows = (torch.arange(height, dtype=torch.float32, device=values.device) + 0.5) / width
+    points = torch.cat([
+        cols.view(1, 1, 1, width).expand_as(values),
+        -rows.view(1, 1, height, 1).expand_as(values),
+        -(1 - nearness) * relief,
+    ], dim=1)
+    return normals_from_points(points, viewer=torch.tensor([0.0, 0.0, 1.0]))
 
 
 def encode_normals(normals: torch.Tensor, convention: str = "lotus") -> torch.Tensor:
@@ -122,6 +120,5 @@ def convert_normal_map(normal_map: torch.Tensor, source: str, target: str) -> to
 
 
 def _signs(convention: str, like: torch.Tensor) -> torch.Tensor:
-    if convention not in NORMAL_CONVENTIONS:
-        raise LotusError(f"convention={convention!r} is not one of {', '.join(map(repr, NORMAL_CONVENTIONS))}")
+    check_choice("convention", convention, NORMAL_CONVENTIONS)
     return torch.tensor(NORMAL_CONVENTIONS[convention], dtype=torch.float32, device=like.device).view(1, 3, 1, 1)

@@ -6,19 +6,29 @@ torchvision's tensor ``resize`` calls ``torch.nn.functional.interpolate`` with
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
 
-from .errors import LotusError
+from .errors import LotusError, check_choice
 
 MIN_EDGE = 8  # the VAE downsamples by 8: anything smaller has no latent pixel
 RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
+# How far outside [0, 1] values may stray and still be resampling overshoot (bicubic: about 0.2).
+OVERSHOOT = 0.5
+
+log = logging.getLogger(__name__)
 
 
-def check_images(images: torch.Tensor) -> None:
-    """Raise unless ``images`` is a finite float [B, 3, H, W] batch in [0, 1], edges >= 8 px."""
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """``images`` checked as a finite float [B, 3, H, W] batch in [0, 1] with edges >= 8 px.
+
+    Resampling overshoot (a bicubic or Lanczos upscale gives values a little outside [0, 1]) is
+    clamped, with one log line, and the clamped batch returned; values further out are refused,
+    because they mean another scale (0..255, -1..1) that clamping would silently misread.
+    """
     if not isinstance(images, torch.Tensor):
         raise LotusError(f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 3:
@@ -35,8 +45,14 @@ def check_images(images: torch.Tensor) -> None:
     low, high = (value.item() for value in torch.aminmax(images))  # one pass: NaN and Inf show here too
     if not (math.isfinite(low) and math.isfinite(high)):
         raise LotusError("images contain NaN or Inf values; every value must be finite and in [0, 1]")
-    if low < 0 or high > 1:
-        raise LotusError(f"image values must lie in [0, 1], got min {low:.4g} and max {high:.4g}")
+    if 0 <= low and high <= 1:
+        return images
+    if low < -OVERSHOOT or high > 1 + OVERSHOOT:
+        hint = (" They look like 0..255 values: divide by 255." if high > 2 else
+                " They look like -1..1 values: map them with (x + 1) / 2." if low < -OVERSHOOT else "")
+        raise LotusError(f"image values must lie in [0, 1], got min {low:.4g} and max {high:.4g}.{hint}")
+    log.info("Lotus: image values from %.3g to %.3g (resampling overshoot) clamped to [0, 1]", low, high)
+    return images.clamp(0, 1)
 
 
 def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]:
@@ -70,5 +86,4 @@ def resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tens
 
 
 def check_resize_mode(argument: str, mode: str) -> None:
-    if mode not in RESIZE_MODES:
-        raise LotusError(f"{argument}={mode!r} is not one of {', '.join(map(repr, RESIZE_MODES))}")
+    check_choice(argument, mode, RESIZE_MODES)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 
 import torch
 
 from . import vae_tiles
 from .architecture import LATENT_CHANNELS
-from .errors import LotusError
+from .errors import LotusError, check_choice
 from .imaging import check_images, check_resize_mode, processing_size, resize
-from .memory import MemoryPlan, plan_memory
+from .memory import MemoryPlan, check_fits, memory_budget, plan_memory
 from .model import LotusModel
 from .outputs import LotusPrediction
+from .progress import InterruptCheck, ProgressCallback, Steps, interruptible
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,13 @@ def predict(
     vae_tile_size: int | None = None,
     memory_limit: int | None = None,
     autocast: bool = False,
-    callback: Callable[[int, int], None] | None = None,
+    callback: ProgressCallback | None = None,
+    check_interrupt: InterruptCheck | None = None,
 ) -> LotusPrediction:
     """Predict depth, disparity or normals for a batch of images.
 
     Args:
-        images: [B, 3, H, W] RGB in [0, 1], any device.
+        images: [B, 3, H, W] RGB in [0, 1], any device (resampling overshoot up to 0.5 outside is clamped).
         processing_resolution: long edge the networks see (the reference's 768); 0 = native size.
         seed / generator: where the randomness comes from (Lotus-G noise, VAE posterior sample).
             Neither: torch's global RNG, as the reference without ``--seed``. All random numbers are
@@ -63,18 +64,20 @@ def predict(
             its memory follows the tile, not the image; 0 = never; None = only when the whole image
             would not fit in ``memory_limit``. Tiles change the result slightly (README: VAE tiles).
         memory_limit: bytes the activations may use; None = 3/4 of the device's available memory.
-            On a CUDA out-of-memory error the chunk is retried with half the images, then with half
-            the VAE tile, before giving up.
+            A processing size that cannot fit even with the smallest VAE tiles is refused before any
+            work. On a CUDA out-of-memory error the chunk is retried with half the images, then with
+            half the VAE tile, before giving up.
         autocast: run under ``torch.autocast`` like the official scripts (fp16 on CUDA, bf16 on CPU).
-        callback: called as ``callback(images_done, images_total)`` after each chunk; it may raise
-            to stop early (e.g. on a user interrupt).
+        callback: called as ``callback(steps_done, steps_total)`` after each step (a VAE tile, a
+            UNet pass); it may raise to stop early (e.g. on a user interrupt).
+        check_interrupt: called before every layer of the networks; it raises to stop (e.g.
+            ComfyUI's Cancel), so even one large image stops within a layer.
 
     Returns:
         A ``LotusPrediction`` at exactly the input size, on the images' device.
     """
-    check_images(images)
-    if encode not in ENCODINGS:
-        raise LotusError(f"encode={encode!r} is not one of {', '.join(map(repr, ENCODINGS))}")
+    images = check_images(images)
+    check_choice("encode", encode, ENCODINGS)
     check_resize_mode("resample", resample)
     check_resize_mode("restore", restore)
     if seed is not None and generator is not None:
@@ -92,38 +95,49 @@ def predict(
     posterior_noise = _draw(latent_shape, shared_noise, generator) if encode == "sample" else None
 
     device = model.device
-    plan = plan_memory(batch, size, model.vae.dtype.itemsize, device, chunk_size=chunk_size,
-                       vae_tile_size=vae_tile_size, memory_limit=memory_limit)
+    element_size = model.vae.dtype.itemsize
+    budget = memory_budget(device, memory_limit)
+    plan = plan_memory(batch, size, element_size, device, chunk_size=chunk_size, vae_tile_size=vae_tile_size,
+                       memory_limit=budget)
+    check_fits((height, width), processing_resolution, element_size, budget, vae_tiles=vae_tile_size != 0)
     # As the official scripts: no autocast on MPS, the device's default low precision elsewhere.
     precision = torch.autocast(device.type) if autocast and device.type != "mps" else contextlib.nullcontext()
+    steps = Steps(callback, _steps(batch, plan, latent_shape[2:]))
 
     outputs, latents, start = [], [], 0
     while start < batch:
         chunk = slice(start, min(start + plan.chunk_size, batch))
         pixels = resize(images[chunk].to(device, torch.float32) * 2 - 1, size, resample)  # [b,3,h,w]
         try:
-            with precision:
+            with precision, interruptible((model.unet, model.vae), check_interrupt):
                 decoded, x0 = _networks(model, pixels, noise[chunk] if model.generative else None,
-                                        posterior_noise[chunk] if posterior_noise is not None else None, plan)
+                                        posterior_noise[chunk] if posterior_noise is not None else None, plan,
+                                        steps)
         except torch.OutOfMemoryError as error:
             plan = _after_out_of_memory(plan, error, device, latent_shape[2:])
+            steps.replan(_steps(batch - start, plan, latent_shape[2:]))
             continue
         decoded = (decoded.float() / 2 + 0.5).clamp(0, 1).contiguous()  # a channels-last VAE gives NHWC
         outputs.append(resize(decoded, (height, width), restore).to(images.device))
         latents.append(x0.float().to(images.device))
         start = chunk.stop
-        if callback is not None:
-            callback(start, batch)
     return LotusPrediction(torch.cat(outputs), torch.cat(latents), model.quantity)
 
 
+def _steps(images: int, plan: MemoryPlan, latent_size: tuple[int, int]) -> int:
+    """Progress steps for ``images`` under ``plan``: per chunk, the VAE tiles twice and one UNet pass."""
+    chunks = -(-images // plan.chunk_size)
+    return chunks * (2 * vae_tiles.count(latent_size, plan.vae_tile) + 1)
+
+
 def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | None,
-              posterior_noise: torch.Tensor | None, plan: MemoryPlan) -> tuple[torch.Tensor, torch.Tensor]:
+              posterior_noise: torch.Tensor | None, plan: MemoryPlan,
+              steps: Steps) -> tuple[torch.Tensor, torch.Tensor]:
     """VAE encode, one UNet step, VAE decode: (decoded [b,3,8*(h/8),8*(w/8)] in [-1, 1], x0 latent)."""
     unet, vae, device = model.unet, model.vae, model.device
     scaling = vae.config.scaling_factor
     count = pixels.shape[0]
-    latent, std = vae_tiles.encode(vae, pixels.to(vae.dtype), plan.vae_tile)
+    latent, std = vae_tiles.encode(vae, pixels.to(vae.dtype), plan.vae_tile, steps.advance)
     if posterior_noise is not None:
         latent = latent + std * posterior_noise.to(device, latent.dtype)
     latent = latent * scaling  # [b,4,h/8,w/8]
@@ -136,7 +150,8 @@ def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | Non
         class_labels=TASK_SWITCH.to(device, unet.dtype).expand(count, -1),
         return_dict=False,
     )[0]  # [b,4,h/8,w/8]: Lotus predicts the clean latent directly
-    return vae_tiles.decode(vae, x0.to(vae.dtype) / scaling, plan.vae_tile), x0
+    steps.advance()
+    return vae_tiles.decode(vae, x0.to(vae.dtype) / scaling, plan.vae_tile, steps.advance), x0
 
 
 def _after_out_of_memory(plan: MemoryPlan, error: Exception, device: torch.device,

@@ -14,6 +14,7 @@ import psutil
 import torch
 
 from .errors import LotusError
+from .imaging import processing_size
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,35 @@ def available_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
+def memory_budget(device: torch.device, memory_limit: int | None = None) -> int:
+    """Bytes a prediction's activations may use: ``memory_limit`` if given, else ``USABLE_FRACTION``
+    of what the device has available."""
+    _check_optional_int("memory_limit", memory_limit, 1, "a number of bytes >= 1, or None for the free memory")
+    return memory_limit if memory_limit is not None else int(available_bytes(device) * USABLE_FRACTION)
+
+
+def check_fits(image_size: tuple[int, int], processing_resolution: int, element_size: int, budget: int,
+               *, vae_tiles: bool = True) -> None:
+    """Refuse, before any work, a processing size whose activations cannot fit in ``budget`` bytes even
+    with the smallest VAE tiles (``vae_tiles``), naming the largest processing_resolution that fits."""
+    size = processing_size(*image_size, processing_resolution)
+    need = working_bytes(size, element_size, MIN_VAE_TILE if vae_tiles else None)
+    if need <= budget:
+        return
+    low, high = 0, max(size) // VAE_SCALE  # in steps of 8 px: the largest resolution that fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        fits = working_bytes(processing_size(*image_size, middle * VAE_SCALE), element_size,
+                             MIN_VAE_TILE if vae_tiles else None) <= budget
+        low, high = (middle, high) if fits else (low, middle - 1)
+    advice = (f"the largest processing_resolution that fits is {low * VAE_SCALE}" if low * VAE_SCALE >= 64
+              else "free memory used by other models first")
+    raise LotusError(
+        f"processing_resolution={processing_resolution} means {size[1]}x{size[0]} px for this"
+        f" {image_size[1]}x{image_size[0]} image, which needs about {need / 1e9:.1f} GB of working memory;"
+        f" {budget / 1e9:.1f} GB are available: {advice} (or use bf16/fp16, or free memory)")
+
+
 def working_bytes(size: tuple[int, int], element_size: int, vae_tile: int | None = None) -> int:
     """Estimated peak activation memory for one image processed at ``size`` (h, w)."""
     pixels = size[0] * size[1]
@@ -85,8 +115,7 @@ def plan_memory(
         memory_limit: bytes the activations may use; None = ``USABLE_FRACTION`` of what is available.
     """
     _check_optional_int("chunk_size", chunk_size, 1, "an integer >= 1, or None to choose from free memory")
-    _check_optional_int("memory_limit", memory_limit, 1, "a number of bytes >= 1, or None for the free memory")
-    budget = memory_limit if memory_limit is not None else int(available_bytes(device) * USABLE_FRACTION)
+    budget = memory_budget(device, memory_limit)
     vae_tile = _vae_tile(size, element_size, vae_tile_size, budget)
     if chunk_size is None:
         fits = budget // working_bytes(size, element_size, vae_tile)

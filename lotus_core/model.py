@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 
 from .architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
-from .errors import LotusError
+from .errors import LotusError, check_choice
 from .variants import Quantity
 
 
@@ -28,11 +28,10 @@ def empty_prompt_embeds() -> torch.Tensor:
 
 
 def coerce_quantity(value) -> Quantity:
-    try:
-        return Quantity(value)
-    except ValueError:
-        choices = ", ".join(repr(q.value) for q in Quantity)
-        raise LotusError(f"quantity={value!r} is not one of {choices}") from None
+    if isinstance(value, Quantity):
+        return value
+    check_choice("quantity", value, [q.value for q in Quantity])
+    return Quantity(value)
 
 
 @dataclass
@@ -67,7 +66,8 @@ class LotusModel:
         if self.prompt_embeds.ndim != 3 or width != config.cross_attention_dim:
             raise LotusError(
                 f"prompt_embeds of shape {tuple(self.prompt_embeds.shape)} do not fit a UNet with"
-                f" cross_attention_dim {config.cross_attention_dim}; expected [1, tokens, {config.cross_attention_dim}]"
+                f" cross_attention_dim {config.cross_attention_dim};"
+                f" expected [1, tokens, {config.cross_attention_dim}]"
             )
 
     @property

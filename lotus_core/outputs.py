@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .levels import normalize
 from .errors import LotusError
+from .levels import normalize
 from .variants import Quantity
 
 

@@ -15,6 +15,7 @@ from .imaging import check_images
 from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
 from .model import LotusModel
 from .outputs import LotusPrediction
+from .progress import part
 from .tiles import blend_tiles, tile_layout
 from .variants import Quantity
 
@@ -35,24 +36,21 @@ def predict_tiled(
     """Predict at full resolution: a global pass plus aligned, blended native-resolution tiles.
 
     Memory grows with ``tile_size`` (one tile is in the networks at a time) and, for the result
-    buffers only, with the image. ``callback(done, total)`` counts the global pass and the tiles.
+    buffers only, with the image. ``callback(done, total)`` counts the steps of the global pass and
+    of every tile.
     Other options are those of ``predict``.
     """
-    check_images(images)
+    images = check_images(images)
     height, width = images.shape[-2:]
     tiles = tile_layout(height, width, tile_size, overlap)
-    total_steps = len(tiles) + 1
+    passes = len(tiles) + 1
     whole = predict(model, images, processing_resolution=processing_resolution, restore="bilinear",
-                    **predict_options)
-    if callback is not None:
-        callback(1, total_steps)
+                    callback=part(callback, 0, passes), **predict_options)
 
     def tile_predictions():
-        for done, tile in enumerate(tiles, start=2):
-            values = predict(model, images[(..., *tile.region)], processing_resolution=0, **predict_options).values
-            if callback is not None:
-                callback(done, total_steps)
-            yield values
+        for index, tile in enumerate(tiles, start=1):
+            yield predict(model, images[(..., *tile.region)], processing_resolution=0,
+                          callback=part(callback, index, passes), **predict_options).values
 
     combined = blend_tiles(whole.values.cpu(), tiles, tile_predictions(), overlap,
                            align=model.quantity is not Quantity.NORMAL)

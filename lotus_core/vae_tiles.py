@@ -8,6 +8,8 @@ Without tiling (``tile`` None, or a tile covering the whole latent) the VAE runs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from diffusers import AutoencoderKL
 
@@ -15,12 +17,21 @@ from .memory import VAE_SCALE
 from .tiles import Tile, blend_weights, tile_layout
 
 
-def encode(vae: AutoencoderKL, pixels: torch.Tensor, tile: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and standard deviation [B, 4, H/8, W/8] of ``pixels`` [B, 3, H, W] in [-1, 1]."""
+def count(latent_size: tuple[int, int], tile: int | None) -> int:
+    """How many VAE passes one image of ``latent_size`` takes with ``tile`` (1: not tiled)."""
+    tiles, _ = _layout(latent_size, tile)
+    return 1 if tiles is None else len(tiles)
+
+
+def encode(vae: AutoencoderKL, pixels: torch.Tensor, tile: int | None,
+           on_tile: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and standard deviation [B, 4, H/8, W/8] of ``pixels`` [B, 3, H, W] in [-1, 1];
+    ``on_tile()`` after each tile (the whole image is one)."""
     latent_size = pixels.shape[-2] // VAE_SCALE, pixels.shape[-1] // VAE_SCALE
     tiles, overlap = _layout(latent_size, tile)
     if tiles is None:
         posterior = vae.encode(pixels).latent_dist
+        on_tile()
         return posterior.mean, posterior.std
     mean = pixels.new_zeros(pixels.shape[0], vae.config.latent_channels, *latent_size)
     std = torch.zeros_like(mean)
@@ -29,21 +40,27 @@ def encode(vae: AutoencoderKL, pixels: torch.Tensor, tile: int | None) -> tuple[
         weight = weight.to(mean)
         mean[(..., *region.region)] += weight * posterior.mean
         std[(..., *region.region)] += weight * posterior.std
+        on_tile()
     return mean, std
 
 
-def decode(vae: AutoencoderKL, latents: torch.Tensor, tile: int | None) -> torch.Tensor:
-    """The VAE decoder's output [B, 3, 8h, 8w] for scaled-back latents [B, 4, h, w]."""
+def decode(vae: AutoencoderKL, latents: torch.Tensor, tile: int | None,
+           on_tile: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """The VAE decoder's output [B, 3, 8h, 8w] for scaled-back latents [B, 4, h, w]; ``on_tile()``
+    after each tile."""
     latent_size = tuple(latents.shape[-2:])
     tiles, overlap = _layout(latent_size, tile)
     if tiles is None:
-        return vae.decode(latents, return_dict=False)[0]
+        decoded = vae.decode(latents, return_dict=False)[0]
+        on_tile()
+        return decoded
     pixel_tiles = [_scaled(t) for t in tiles]
     weights = blend_weights(pixel_tiles, latent_size[0] * VAE_SCALE, latent_size[1] * VAE_SCALE, overlap * VAE_SCALE)
     result = latents.new_zeros(latents.shape[0], vae.config.out_channels, *(edge * VAE_SCALE for edge in latent_size))
     for region, pixel_region, weight in zip(tiles, pixel_tiles, weights, strict=True):
         decoded = vae.decode(latents[(..., *region.region)], return_dict=False)[0]
         result[(..., *pixel_region.region)] += weight.to(result) * decoded
+        on_tile()
     return result
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 
 from .alignment import align_to, into_unit_range
-from .errors import LotusError
+from .errors import LotusError, check_choice
 from .imaging import check_images, processing_size
 from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
 from .model import LotusModel
 from .outputs import LotusPrediction
+from .progress import part
 from .variants import Quantity
 
 ALIGN_MODES = ("previous", "first", "none")
@@ -19,8 +20,7 @@ DEFAULT_LATENT_BLEND = 0.1  # the official demo: noise = 0.9 * shared noise + 0.
 def stabilize(values: torch.Tensor, reference: str = "previous") -> torch.Tensor:
     """Align each frame of affine-invariant ``values`` [T, 1, H, W] to the previous aligned frame
     (``"previous"``) or to the first frame (``"first"``) by least-squares scale and shift."""
-    if reference not in ALIGN_MODES:
-        raise LotusError(f"align={reference!r} is not one of {', '.join(map(repr, ALIGN_MODES))}")
+    check_choice("align", reference, ALIGN_MODES)
     if reference == "none":
         return values
     aligned = [values[:1]]
@@ -51,11 +51,10 @@ def predict_video(
     them over the whole sequence with ``to_controlnet(prediction, per_image=False)``. Aligned values
     that leave [0, 1] are brought back by one scale and shift for the whole sequence.
     """
-    check_images(frames)
+    frames = check_images(frames)
     if not 0 <= latent_blend < 1:
         raise LotusError(f"latent_blend={latent_blend!r} must be in [0, 1)")
-    if align not in ALIGN_MODES:
-        raise LotusError(f"align={align!r} is not one of {', '.join(map(repr, ALIGN_MODES))}")
+    check_choice("align", align, ALIGN_MODES)
     count, _, height, width = frames.shape
     options = dict(predict_options, processing_resolution=processing_resolution)
     if not model.generative or latent_blend == 0:
@@ -75,12 +74,11 @@ def predict_video(
         for index in range(count):
             noise = shared if previous is None else (1 - latent_blend) * shared + latent_blend * previous
             frame_generator = torch.Generator("cpu").set_state(after_noise)
-            single = predict(model, frames[index:index + 1], noise=noise, generator=frame_generator, **options)
+            single = predict(model, frames[index:index + 1], noise=noise, generator=frame_generator,
+                             callback=part(callback, index, count), **options)
             outputs.append(single.values)
             latent_list.append(single.latent)
             previous = single.latent.cpu()
-            if callback is not None:
-                callback(index + 1, count)
         values, latents = torch.cat(outputs), torch.cat(latent_list)
     if model.quantity is Quantity.NORMAL:
         return LotusPrediction.from_values(values, latents, model.quantity)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
+from tiny import as_batch, synthetic_rgb
 
 import lotus_core
-from lotus_core import LotusError, LotusPrediction, Quantity, normals_to_image, predict, to_controlnet
-from tiny import as_batch, synthetic_rgb
+from lotus_core import LotusError, LotusPrediction, Quantity, normals_to_image, predict, to_controlnet, vae_tiles
+from lotus_core.memory import MIN_VAE_TILE, working_bytes
 
 # Golden 3x3 top-left corners of `values` (depth = channel mean) for the fixtures' seeded networks and
 # synthetic_rgb(40, 56, seed=3), generated once by running the code (torch 2.13, diffusers 0.42.1).
@@ -184,11 +187,40 @@ def test_shared_noise(kind, encode, models):
     assert (own.image[1] - own.image[2]).abs().max() > 1e-4
 
 
-def test_callback_is_called_once_per_chunk(model_d):
+def test_callback_counts_encode_unet_and_decode_of_every_chunk(model_d):
     calls = []
     predict(model_d, pictures(5, 16, 16), processing_resolution=0, seed=0, chunk_size=2,
             callback=lambda done, total: calls.append((done, total)))
-    assert calls == [(2, 5), (4, 5), (5, 5)]
+    assert calls == [(step, 9) for step in range(1, 10)]  # 3 chunks x (encode, UNet, decode)
+
+
+def test_callback_counts_every_vae_tile_of_one_image(model_d):
+    calls = []
+    predict(model_d, pictures(1, 512, 768), processing_resolution=0, seed=0, vae_tile_size=256,
+            callback=lambda done, total: calls.append((done, total)))
+    tiles = vae_tiles.count((64, 96), 32)
+    assert tiles > 1
+    assert calls == [(step, 2 * tiles + 1) for step in range(1, 2 * tiles + 2)]
+
+
+def test_check_interrupt_stops_inside_the_networks_of_one_image(model_d):
+    class Interrupted(Exception):
+        pass
+
+    checks = []
+
+    def stop_at_the_tenth_layer():
+        checks.append(1)
+        if len(checks) == 10:
+            raise Interrupted
+
+    steps = []
+    with pytest.raises(Interrupted):
+        predict(model_d, pictures(1, 16, 16), processing_resolution=0, seed=0,
+                callback=lambda done, total: steps.append(done), check_interrupt=stop_at_the_tenth_layer)
+    assert len(checks) == 10 and steps == []  # stopped inside the VAE encoder, before its first step ended
+    hooks = [m for m in (*model_d.unet.modules(), *model_d.vae.modules()) if m._forward_pre_hooks]
+    assert hooks == []  # and left no hook behind
 
 
 def test_callback_can_stop_the_run(model_d):
@@ -204,6 +236,27 @@ def test_callback_can_stop_the_run(model_d):
     with pytest.raises(Interrupted):
         predict(model_d, pictures(4, 16, 16), processing_resolution=0, seed=0, chunk_size=1, callback=stop)
     assert calls == [1]
+
+
+def test_resampling_overshoot_is_clamped_and_other_scales_are_refused(model_d, caplog):
+    image = pictures(1, 16, 16)
+    overshoot = image * 1.4 - 0.2  # as a bicubic upscale: -0.22..1.21 measured in ComfyUI
+    clamped = predict(model_d, overshoot.clamp(0, 1), processing_resolution=0, seed=0).values
+    with caplog.at_level(logging.INFO, logger="lotus_core"):
+        assert torch.equal(predict(model_d, overshoot, processing_resolution=0, seed=0).values, clamped)
+    assert [r.message for r in caplog.records if "clamped" in r.message] != []
+    with pytest.raises(LotusError, match="0..255 values: divide by 255"):
+        predict(model_d, image * 255, processing_resolution=0)
+    with pytest.raises(LotusError, match=r"-1..1 values: map them with \(x \+ 1\) / 2"):
+        predict(model_d, image * 2 - 1, processing_resolution=0)
+
+
+def test_a_processing_size_that_cannot_fit_is_refused_with_the_largest_that_does(model_d):
+    budget = working_bytes((512, 768), 4, MIN_VAE_TILE)
+    with pytest.raises(LotusError, match="largest processing_resolution that fits is 768") as error:
+        predict(model_d, pictures(1, 16, 24), processing_resolution=1024, memory_limit=budget)
+    assert "processing_resolution=1024 means 1024x682 px" in str(error.value)
+    predict(model_d, pictures(1, 16, 24), processing_resolution=768, memory_limit=budget, vae_tile_size=256)
 
 
 @pytest.mark.parametrize(("restore", "resample"), [("bilinear", "bilinear"), ("nearest-exact", "bicubic"),
