@@ -13,7 +13,7 @@ tools (``DepthMap``, colour maps, levels, files, geometry, point clouds).
 from .colormaps import COLORMAPS, colorize
 from .depthmap import DepthMap, with_known_distances, with_near_far
 from .ensemble import predict_ensemble
-from .errors import LotusError
+from .errors import LotusError, check_choice
 from .export import read_depth_file, save_depth_frame, write_exr, write_npy, write_png16
 from .geometry import (
     NORMAL_CONVENTIONS,
@@ -36,8 +36,8 @@ from .video import predict_video
 
 __all__ = [
     # loading and prediction
-    "KNOWN_CHECKPOINTS", "LotusError", "LotusModel", "LotusPrediction", "Quantity", "fetch", "load_model",
-    "normals_to_image", "predict", "to_controlnet",
+    "KNOWN_CHECKPOINTS", "LotusError", "LotusModel", "LotusPrediction", "Quantity", "check_choice", "fetch",
+    "load_model", "normals_to_image", "predict", "to_controlnet",
     # better than the reference
     "predict_ensemble", "predict_tiled", "predict_video",
     # depth for other tools

@@ -56,6 +56,11 @@ class DepthMap:
             raise LotusError("a metric DepthMap (unit set) holds z-depth: its quantity must be depth")
         object.__setattr__(self, "quantity", quantity)
 
+    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
+        """The tensors this map keeps alive, for ComfyUI's RAM-pressure cache (newer ComfyUI sizes its
+        cached outputs by them; 0.3.75 never calls this)."""
+        return [self.values]
+
     @classmethod
     def from_prediction(cls, prediction: LotusPrediction, model: str = "",
                         processing_resolution: int | None = None) -> DepthMap:

@@ -63,7 +63,12 @@ def memory_budget(device: torch.device, memory_limit: int | None = None) -> int:
     """Bytes a prediction's activations may use: ``memory_limit`` if given, else ``USABLE_FRACTION``
     of what the device has available."""
     _check_optional_int("memory_limit", memory_limit, 1, "a number of bytes >= 1, or None for the free memory")
-    return memory_limit if memory_limit is not None else int(available_bytes(device) * USABLE_FRACTION)
+    return memory_limit if memory_limit is not None else usable_bytes(available_bytes(device))
+
+
+def usable_bytes(available: int) -> int:
+    """The share of ``available`` bytes a prediction may fill, leaving room for everything else."""
+    return int(available * USABLE_FRACTION)
 
 
 def check_fits(image_size: tuple[int, int], processing_resolution: int, element_size: int, budget: int,

@@ -9,21 +9,25 @@ import comfy.model_patcher
 import torch
 
 from ..lotus_core import LotusModel
-
-# Activation bytes per pixel and per byte of dtype, as ComfyUI budgets its SD VAE (comfy/sd.py);
-# the VAE dominates Lotus' activations, the UNet runs at 1/8 resolution.
-VAE_ENCODE_BYTES_PER_PIXEL = 1767
-VAE_DECODE_BYTES_PER_LATENT_PIXEL = 2178 * 64
+from ..lotus_core.memory import available_bytes, usable_bytes, working_bytes
 
 
 class _Held(torch.nn.Module):
     """Holds a diffusers module for a ModelPatcher, which writes ``model.device``: a read-only
-    property on diffusers models."""
+    property on diffusers models. ComfyUI's log names the class ("Requested to load LotusUNet")."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
         self.module = module
         self.device = module.device
+
+
+class LotusUNet(_Held):
+    pass
+
+
+class LotusVAE(_Held):
+    pass
 
 
 @dataclass(frozen=True)
@@ -37,16 +41,27 @@ class ComfyLotusModel:
     def wrap(cls, core: LotusModel) -> ComfyLotusModel:
         load_device = mm.get_torch_device()
         patchers = (
-            comfy.model_patcher.ModelPatcher(_Held(core.unet), load_device, mm.unet_offload_device()),
-            comfy.model_patcher.ModelPatcher(_Held(core.vae), load_device, mm.vae_offload_device()),
+            comfy.model_patcher.ModelPatcher(LotusUNet(core.unet), load_device, mm.unet_offload_device()),
+            comfy.model_patcher.ModelPatcher(LotusVAE(core.vae), load_device, mm.vae_offload_device()),
         )
         return cls(core, patchers)
 
-    def load(self, height: int, width: int, chunk_size: int) -> None:
-        """Bring both networks to the compute device, making room for one chunk's activations."""
-        dtype_size = mm.dtype_size(self.core.vae.dtype)
-        per_image = max(VAE_ENCODE_BYTES_PER_PIXEL * height * width,
-                        VAE_DECODE_BYTES_PER_LATENT_PIXEL * (height // 8) * (width // 8))
+    def load(self, size: tuple[int, int], images: int) -> int:
+        """Bring both networks to the compute device, making room for ``images`` processed at ``size``
+        (the core's estimate), and return the bytes the prediction's activations may then use."""
+        need = working_bytes(size, self.core.vae.dtype.itemsize) * images
         # diffusers modules cannot run partially loaded (ComfyUI's lowvram mode needs its own ops)
-        mm.load_models_gpu(list(self.patchers), memory_required=per_image * dtype_size * chunk_size,
-                           force_full_load=True)
+        mm.load_models_gpu(list(self.patchers), memory_required=need, force_full_load=True)
+        return usable_bytes(free_memory(self.core.device))
+
+    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
+        """The weights this output keeps alive, for newer ComfyUI's RAM-pressure cache."""
+        return [*self.core.unet.parameters(), *self.core.vae.parameters()]
+
+
+def free_memory(device: torch.device) -> int:
+    """Free memory on ``device`` as ComfyUI's model management counts it, where it can tell (newer
+    ComfyUI warns custom code off ``torch.cuda.mem_get_info``: with dynamic VRAM it knows best)."""
+    if hasattr(mm, "get_free_memory"):
+        return mm.get_free_memory(device)
+    return available_bytes(device)

@@ -9,6 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from ..lotus_core import load_model
+from .base import LotusNode, schema
 from .comfy_model import ComfyLotusModel
 from .model_files import FROM_CHECKPOINT_FOLDER, checkpoint_choices, checkpoint_path, checkpoints_on_disk, vae_choices
 
@@ -33,10 +34,10 @@ def _vae_dtype(precision: str, device: torch.device) -> torch.dtype:
     return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
 
 
-class LoadLotusModel(io.ComfyNode):
+class LoadLotusModel(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_LoadModel",
             display_name="Load Lotus Model",
             category="loaders",

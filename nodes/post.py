@@ -32,7 +32,8 @@ from ..lotus_core import (
 )
 from ..lotus_core.export import FORMATS
 from ..lotus_core.geometry import AXES, CAMERAS
-from .predict import CATEGORY, LotusDepthMapType
+from .base import LotusNode, schema
+from .predict import LotusDepthMapType
 
 QUANTITIES = ("auto", "depth", "disparity")
 SCOPES = ("per image", "whole batch")
@@ -90,13 +91,12 @@ def _to_image(values: torch.Tensor) -> torch.Tensor:
     return values.expand(-1, 3, -1, -1).movedim(1, -1).contiguous()
 
 
-class ColorizeDepth(io.ComfyNode):
+class ColorizeDepth(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_Colorize",
             display_name="Lotus Colorize Depth",
-            category=CATEGORY,
             description="Depth in colour for looking at it: Spectral (the Lotus reference's: near = red, far ="
                         " blue), inferno, magma, turbo, viridis or gray, near at the warm/bright end.",
             inputs=[
@@ -122,13 +122,12 @@ class ColorizeDepth(io.ComfyNode):
         return io.NodeOutput(rgb.movedim(1, -1).contiguous())
 
 
-class RemapDepth(io.ComfyNode):
+class RemapDepth(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_Remap",
             display_name="Lotus Remap Depth",
-            category=CATEGORY,
             description="Levels for depth maps (MASK or IMAGE): input range (fixed or percentiles), gamma, invert,"
                         " clip, output range. An IMAGE is remapped per channel.",
             inputs=[
@@ -170,13 +169,12 @@ class RemapDepth(io.ComfyNode):
         return io.NodeOutput(_to_image(out), out.mean(dim=1))
 
 
-class SaveDepth(io.ComfyNode):
+class SaveDepth(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_SaveDepth",
             display_name="Lotus Save Depth",
-            category=CATEGORY,
             description="Saves every frame as a 16-bit PNG, 32-bit float EXR or float32 .npy into ComfyUI's output"
                         " folder, with what the values mean (model, depth/disparity, polarity, value range,"
                         " processing resolution) in the file (.npy: in a .json next to it).",
@@ -227,13 +225,12 @@ class SaveDepth(io.ComfyNode):
         return extra
 
 
-class MetricDepth(io.ComfyNode):
+class MetricDepth(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_MetricDepth",
             display_name="Lotus Metric Depth",
-            category=CATEGORY,
             description="Turns affine-invariant depth or disparity into distances (z-depth along the view axis),"
                         " from the distances of the map's ends or of two pixels.",
             inputs=[
@@ -276,13 +273,12 @@ class MetricDepth(io.ComfyNode):
         return io.NodeOutput(metric, metric.values[:, 0])
 
 
-class DepthToNormals(io.ComfyNode):
+class DepthToNormals(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_DepthToNormals",
             display_name="Lotus Depth to Normals",
-            category=CATEGORY,
             description="Surface normals from depth or disparity, for a pinhole camera of a given field of view"
                         " or an orthographic one (a height map), as a normal map in the chosen convention.",
             inputs=[
@@ -315,13 +311,12 @@ class DepthToNormals(io.ComfyNode):
         return io.NodeOutput(encode_normals(normals, convention).movedim(1, -1).contiguous())
 
 
-class ConvertNormals(io.ComfyNode):
+class ConvertNormals(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_ConvertNormals",
             display_name="Lotus Convert Normal Map",
-            category=CATEGORY,
             description="Re-encodes a normal map between axis conventions (Lotus/DSINE, OpenGL, DirectX, Omnidata).",
             inputs=[
                 io.Image.Input("normal_map", tooltip="A normal map, RGB = (n + 1) / 2."),
@@ -341,13 +336,12 @@ class ConvertNormals(io.ComfyNode):
         return io.NodeOutput(converted.movedim(1, -1).contiguous())
 
 
-class SavePointCloud(io.ComfyNode):
+class SavePointCloud(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_SavePointCloud",
             display_name="Lotus Save Point Cloud (PLY)",
-            category=CATEGORY,
             description="Saves each frame's image + depth as a coloured PLY point cloud or mesh (pinhole camera of"
                         " the given field of view) into ComfyUI's output folder.",
             inputs=[

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import comfy.model_management as mm
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..lotus_core import DepthMap, LotusPrediction, Quantity, normals_to_image, predict, to_controlnet
+from ..lotus_core import DepthMap, LotusError, LotusPrediction, Quantity, normals_to_image, predict, to_controlnet
 from ..lotus_core.imaging import check_images, processing_size
+from .base import LotusNode, schema
 from .comfy_model import ComfyLotusModel
 from .loader import LotusModelType
 
@@ -18,7 +17,9 @@ from .loader import LotusModelType
 LotusDepthMapType = io.Custom("LOTUSDEPTH_DEPTH")
 NOISE_MODES = ("per image", "shared across batch")
 DEPTH_QUANTITIES = {Quantity.DEPTH, Quantity.DISPARITY}
-CATEGORY = "image/depth/lotus"
+# The widget's largest processing size: one that runs (about 10 GB of activations in fp32); larger
+# requests are refused by the core's memory check with the largest size that fits.
+MAX_PROCESSING_RESOLUTION = 4096
 
 
 def prediction_inputs(noise: bool = True) -> list:
@@ -27,9 +28,10 @@ def prediction_inputs(noise: bool = True) -> list:
         LotusModelType.Input("lotus_model", tooltip="From the Load Lotus Model node."),
         io.Image.Input("image", tooltip="Images to analyse; an alpha channel is ignored. The output has"
                                         " exactly their size."),
-        io.Int.Input("processing_resolution", default=768, min=0, max=8192, step=8,
+        io.Int.Input("processing_resolution", default=768, min=0, max=MAX_PROCESSING_RESOLUTION, step=8,
                      tooltip="Long edge the model sees (768 as the official Lotus). 0 = the image's own"
-                             " size (slow and memory-hungry for large images)."),
+                             " size (slow and memory-hungry for large images). A size whose working memory"
+                             " cannot fit is refused with the largest that does."),
         io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                      tooltip="Seed of the noise (Lotus-G) and of the VAE's latent sample."),
         io.Combo.Input("noise", options=list(NOISE_MODES), default=NOISE_MODES[0],
@@ -59,37 +61,26 @@ def depth_outputs() -> list:
 
 def core_images(image: torch.Tensor) -> torch.Tensor:
     """A ComfyUI IMAGE [B, H, W, 3 or 4] as the core's [B, 3, H, W] (alpha dropped), checked."""
-    if image.ndim != 4 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"image must be an IMAGE batch [B, H, W, 3 or 4], got shape {tuple(image.shape)}")
-    images = image[..., :3].movedim(-1, 1)
-    check_images(images)  # before the processing size is derived from it, for the clearest message
-    return images
+    if image.shape[-1] not in (3, 4):
+        raise LotusError(f"image must be an IMAGE batch [B, H, W, 3 or 4], got shape {tuple(image.shape)}")
+    return check_images(image[..., :3].movedim(-1, 1))
 
 
-def load_for(model: ComfyLotusModel, images: torch.Tensor, size: tuple[int, int], chunk_size: int) -> None:
-    """Bring the model to the compute device with room for one chunk at the processed ``size``."""
-    model.load(*size, min(chunk_size or 1, images.shape[0]))  # auto (0): room for one, the core fits the rest
-
-
-def core_chunk_size(chunk_size: int) -> int | None:
-    """The node's chunk_size for the core: 0 (auto) is None, which sizes chunks from free memory."""
-    return chunk_size or None
-
-
-def on_progress() -> Callable[[int, int], None]:
-    """A core ``callback`` that drives a ComfyUI progress bar and honours Cancel between steps."""
+def prepare(model: ComfyLotusModel, images: torch.Tensor, sizes: list[tuple[int, int]],
+            chunk_size: int) -> dict:
+    """Load the model with room for one chunk at the largest of ``sizes``; the core's options that
+    say how: chunks, ComfyUI's memory budget, progress bar and Cancel."""
+    size = max(sizes, key=lambda s: s[0] * s[1])
+    budget = model.load(size, min(chunk_size or 1, images.shape[0]))  # auto (0): room for one, the core fits the rest
     progress = comfy.utils.ProgressBar(1)
-
-    def callback(done: int, total: int) -> None:
-        progress.update_absolute(done, total)
-        mm.throw_exception_if_processing_interrupted()
-
-    return callback
+    return dict(chunk_size=chunk_size or None, memory_limit=budget,
+                callback=lambda done, total: progress.update_absolute(done, total),
+                check_interrupt=mm.throw_exception_if_processing_interrupted)
 
 
 def require(model: ComfyLotusModel, wanted: set[Quantity], node: str, other: str) -> None:
     if model.core.quantity not in wanted:
-        raise ValueError(f"{model.core.name!r} predicts {model.core.quantity.value}; the {node} node needs a"
+        raise LotusError(f"{model.core.name!r} predicts {model.core.quantity.value}; the {node} node needs a"
                          f" {' or '.join(sorted(q.value for q in wanted))} checkpoint. Use the {other} node.")
 
 
@@ -106,19 +97,17 @@ def depth_result(model: ComfyLotusModel, prediction: LotusPrediction, processing
 
 def _predict(model: ComfyLotusModel, image, processing_resolution, seed, noise, chunk_size) -> LotusPrediction:
     images = core_images(image)
-    load_for(model, images, processing_size(*images.shape[-2:], processing_resolution), chunk_size)
+    options = prepare(model, images, [processing_size(*images.shape[-2:], processing_resolution)], chunk_size)
     return predict(model.core, images, processing_resolution=processing_resolution, seed=seed,
-                   shared_noise=noise == NOISE_MODES[1], chunk_size=core_chunk_size(chunk_size),
-                   callback=on_progress())
+                   shared_noise=noise == NOISE_MODES[1], **options)
 
 
-class LotusDepth(io.ComfyNode):
+class LotusDepth(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_Depth",
             display_name="Lotus Depth",
-            category=CATEGORY,
             description="Single-step Lotus depth. The image output is ControlNet-ready (near = white)"
                         " whichever checkpoint polarity (depth or disparity) the model has.",
             inputs=prediction_inputs(),
@@ -132,13 +121,12 @@ class LotusDepth(io.ComfyNode):
         return depth_result(lotus_model, prediction, processing_resolution)
 
 
-class LotusNormals(io.ComfyNode):
+class LotusNormals(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_Normals",
             display_name="Lotus Normals",
-            category=CATEGORY,
             description="Single-step Lotus surface normals from a Lotus normal checkpoint.",
             inputs=prediction_inputs(),
             outputs=[io.Image.Output(display_name="normal_map",

@@ -8,27 +8,16 @@ from ..lotus_core import predict_ensemble, predict_tiled, predict_video
 from ..lotus_core.imaging import processing_size
 from ..lotus_core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..lotus_core.video import ALIGN_MODES, DEFAULT_LATENT_BLEND
-from .predict import (
-    CATEGORY,
-    DEPTH_QUANTITIES,
-    core_chunk_size,
-    core_images,
-    depth_outputs,
-    depth_result,
-    load_for,
-    on_progress,
-    prediction_inputs,
-    require,
-)
+from .base import LotusNode, schema
+from .predict import DEPTH_QUANTITIES, core_images, depth_outputs, depth_result, prediction_inputs, prepare, require
 
 
-class LotusDepthEnsemble(io.ComfyNode):
+class LotusDepthEnsemble(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_DepthEnsemble",
             display_name="Lotus Depth (Ensemble)",
-            category=CATEGORY,
             description="Several Lotus predictions per image (noise draws and/or mirrored copies), aligned"
                         " and combined: steadier depth, plus a map of where the model is unsure.",
             inputs=[
@@ -53,20 +42,20 @@ class LotusDepthEnsemble(io.ComfyNode):
                 reduction) -> io.NodeOutput:
         require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (Ensemble)", "Lotus Normals")
         images = core_images(image)
-        load_for(lotus_model, images, processing_size(*images.shape[-2:], processing_resolution), chunk_size)
+        options = prepare(lotus_model, images, [processing_size(*images.shape[-2:], processing_resolution)],
+                          chunk_size)
         prediction = predict_ensemble(lotus_model.core, images, ensemble_size=ensemble_size, flip=flip,
                                       reduction=reduction, processing_resolution=processing_resolution, seed=seed,
-                                      chunk_size=core_chunk_size(chunk_size), callback=on_progress())
+                                      **options)
         return depth_result(lotus_model, prediction, processing_resolution, prediction.uncertainty)
 
 
-class LotusDepthTiled(io.ComfyNode):
+class LotusDepthTiled(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_DepthTiled",
             display_name="Lotus Depth (High-Res Tiled)",
-            category=CATEGORY,
             description="Depth at the image's full resolution: a global pass at processing_resolution sets the"
                         " layout, overlapping native-resolution tiles add the detail, aligned to it and blended"
                         " without seams.",
@@ -88,21 +77,20 @@ class LotusDepthTiled(io.ComfyNode):
         require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (High-Res Tiled)", "Lotus Normals")
         images = core_images(image)
         height, width = images.shape[-2:]
-        sizes = (processing_size(height, width, processing_resolution), (min(tile_size, height), min(tile_size, width)))
-        load_for(lotus_model, images, max(sizes, key=lambda size: size[0] * size[1]), chunk_size)
+        tile = (min(tile_size, height), min(tile_size, width))
+        sizes = [processing_size(height, width, processing_resolution), tile]
+        options = prepare(lotus_model, images, sizes, chunk_size)
         prediction = predict_tiled(lotus_model.core, images, tile_size=tile_size, overlap=overlap,
-                                   processing_resolution=processing_resolution, seed=seed,
-                                   chunk_size=core_chunk_size(chunk_size), callback=on_progress())
+                                   processing_resolution=processing_resolution, seed=seed, **options)
         return depth_result(lotus_model, prediction, processing_resolution)
 
 
-class LotusDepthVideo(io.ComfyNode):
+class LotusDepthVideo(LotusNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="LotusDepth_DepthVideo",
             display_name="Lotus Depth (Video)",
-            category=CATEGORY,
             description="Depth for a batch of video frames without flicker: shared noise, the previous frame's"
                         " prediction blended into the next (Lotus-G), frame-to-frame alignment and one"
                         " normalisation for the whole sequence.",
@@ -127,10 +115,10 @@ class LotusDepthVideo(io.ComfyNode):
                 low_percentile, high_percentile) -> io.NodeOutput:
         require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (Video)", "Lotus Normals")
         frames = core_images(image)
-        load_for(lotus_model, frames, processing_size(*frames.shape[-2:], processing_resolution), chunk_size)
+        options = prepare(lotus_model, frames, [processing_size(*frames.shape[-2:], processing_resolution)],
+                          chunk_size)
         prediction = predict_video(lotus_model.core, frames, latent_blend=latent_blend, align=align,
-                                   processing_resolution=processing_resolution, seed=seed,
-                                   chunk_size=core_chunk_size(chunk_size), callback=on_progress())
+                                   processing_resolution=processing_resolution, seed=seed, **options)
         return depth_result(lotus_model, prediction, processing_resolution, low=low_percentile,
                             high=high_percentile, per_image=False)
 
