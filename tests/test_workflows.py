@@ -25,18 +25,27 @@ exactly as saved. What runs and what is only validated:
   (the loaders and everything downstream of them removed) runs, and the test asserts exactly which
   nodes ran: LoadImage, ImageScaleToTotalPixels, Load Lotus Model, Lotus Depth, Preview Image.
   (Get Image Size and the empty latent feed only the sampler: validated, not run.)
+
+The try-out: ``scripts/try_comfyui.sh`` copies workflows/input/ (the files the workflows load) into
+ComfyUI's input folder without replacing a user's file (checked on a stand-in ComfyUI), and, started
+for real with a fresh home, serves the basic workflow, which then runs as saved on the example picture.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
+import urllib.error
 
 import numpy as np
 import pytest
 import torch
-from comfy_server import ComfyServer, history_error, history_status
+from comfy_server import ComfyServer, ComfyServerError, free_port, history_error, history_status
 from PIL import Image
 from workflow_support import (
+    EXAMPLE_INPUTS_DIR,
     FRONTEND_ONLY_NODES,
     INPUT_IMAGE,
     LOTUS_DEPTH,
@@ -46,6 +55,7 @@ from workflow_support import (
     THIRD_PARTY_LOADERS,
     WORKFLOW_NAMES,
     WORKFLOWS_DIR,
+    input_files,
     input_specs,
     is_widget,
     load_workflow,
@@ -53,12 +63,16 @@ from workflow_support import (
     ui_to_api,
     widget_values,
     without_third_party,
+    workflow_info,
     workflow_path,
+    write_lotus_models,
 )
 
 import lotus_core
 from lotus_core.variants import known_checkpoint
 
+REPO_ROOT = WORKFLOWS_DIR.parent
+TRY_SCRIPT = REPO_ROOT / "scripts" / "try_comfyui.sh"
 PREDICTION_NODES = ("LotusDepth_Depth", "LotusDepth_Normals", "LotusDepth_DepthTiled")
 CONTROLNET_WORKFLOWS = ("lotus_depth_controlnet_sd15", "lotus_depth_controlnet_sdxl", "lotus_depth_controlnet_flux")
 
@@ -91,9 +105,9 @@ def types_match(a: str, b: str) -> bool:
 # static: files and format
 
 
-def test_the_folder_holds_exactly_the_workflows_and_their_thumbnails():
+def test_the_folder_holds_exactly_the_workflows_their_thumbnails_and_their_inputs():
     files = sorted(p.name for p in WORKFLOWS_DIR.iterdir())
-    assert files == sorted([f"{n}.json" for n in WORKFLOW_NAMES] + [f"{n}.jpg" for n in WORKFLOW_NAMES])
+    assert files == sorted([f"{n}.json" for n in WORKFLOW_NAMES] + [f"{n}.jpg" for n in WORKFLOW_NAMES] + ["input"])
     for name in WORKFLOW_NAMES:
         with Image.open(WORKFLOWS_DIR / f"{name}.jpg") as thumbnail:
             assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 256, thumbnail.size
@@ -128,6 +142,58 @@ def test_one_short_note_explains_the_workflow(name):
     text = notes[0]["widgets_values"][0]
     assert 200 < len(text) < 1600
     assert "Lotus" in text and "models/" in text
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_has_a_readable_title_and_description(name):
+    """extra.info {title, description}: the frontend's template browser shows only the file name (see
+    the README's Workflows section), so the readable names travel in the file itself, and the README
+    lists them."""
+    workflow = load_workflow(name)
+    assert set(workflow["extra"]) == {"info"} and set(workflow["extra"]["info"]) == {"title", "description"}
+    title, description = workflow_info(name)["title"], workflow_info(name)["description"]
+    assert 10 <= len(title) <= 45 and "Lotus" in title and "_" not in title and title != name
+    assert 60 <= len(description) <= 180 and description.endswith(".")
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Workflows\n", 1)[1].split("\n## ", 1)[0]
+    assert f"**{title}**" in section and f"(workflows/{name}.json)" in section
+
+
+def test_workflow_titles_are_distinct():
+    titles = [workflow_info(name)["title"] for name in WORKFLOW_NAMES]
+    assert len(set(titles)) == len(titles), titles
+
+
+def test_the_pack_names_its_template_category():
+    """The frontend labels a pack's template category by the i18n key
+    templateWorkflows.category.<custom_nodes folder>, from the pack's locales/<lang>/main.json."""
+    locale = json.loads((REPO_ROOT / "locales" / "en" / "main.json").read_text(encoding="utf-8"))
+    # the folder is lotus_depth when scripts/try_comfyui.sh links it, lotus-depth for a git clone
+    assert locale == {"templateWorkflows": {"category": {"lotus_depth": "Lotus Depth", "lotus-depth": "Lotus Depth"}}}
+
+
+def test_the_example_inputs_are_exactly_the_files_the_workflows_load():
+    """workflows/input/ (copied into ComfyUI's input folder by scripts/try_comfyui.sh) holds every file a
+    workflow's LoadImage / LoadVideo names, and nothing else; small, real pictures."""
+    loaded = set().union(*(input_files(load_workflow(name)) for name in WORKFLOW_NAMES))
+    assert loaded == {INPUT_IMAGE, "lotus_video_input.mp4"}
+    assert sorted(p.name for p in EXAMPLE_INPUTS_DIR.iterdir()) == sorted(loaded)
+    image_path = EXAMPLE_INPUTS_DIR / INPUT_IMAGE
+    assert image_path.stat().st_size < 300_000
+    with Image.open(image_path) as image:
+        assert image.format == "PNG" and image.mode == "RGB" and image.size == (768, 512)
+        pixels = np.asarray(image, dtype=np.float32) / 255
+    assert pixels.std() > 0.1 and np.abs(np.diff(pixels, axis=0)).mean() > 0.005  # a scene, not a flat fill
+    video_path = EXAMPLE_INPUTS_DIR / "lotus_video_input.mp4"
+    assert video_path.stat().st_size < 300_000
+    import av
+
+    with av.open(str(video_path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.codec_context.name == "h264" and float(stream.average_rate) == 12
+    assert len(frames) == 24 and frames[0].shape == (320, 480, 3)
+    assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 5  # the camera moves
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,9 +337,12 @@ def test_workflow_does_what_its_name_says(name, object_info):
 def test_the_server_lists_and_serves_the_workflows_as_templates(server):
     assert sorted(server.get_json("/api/workflow_templates")["lotus_depth"]) == sorted(WORKFLOW_NAMES)
     for name in WORKFLOW_NAMES:
-        assert server.get_json(f"/api/workflow_templates/lotus_depth/{name}.json") == load_workflow(name)
+        served = server.get_json(f"/api/workflow_templates/lotus_depth/{name}.json")
+        assert served == load_workflow(name) and served["extra"]["info"]["title"] == workflow_info(name)["title"]
         status, body = server.request("GET", f"/api/workflow_templates/lotus_depth/{name}.jpg")
         assert status == 200 and body[:3] == b"\xff\xd8\xff"
+    # the category's readable name reaches the frontend through the pack's locales
+    assert server.get_json("/i18n")["en"]["templateWorkflows"]["category"]["lotus_depth"] == "Lotus Depth"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -399,3 +468,89 @@ def test_controlnet_workflow_is_accepted_whole_and_its_lotus_part_runs(name, ser
     error = history_error(entry)
     assert error["node_type"] in THIRD_PARTY_LOADERS and error["node_id"] in removed, error
     assert set(error["executed"]) <= ran  # the Lotus part came from step 1 (cached), nothing more ran
+
+
+# --------------------------------------------------------------------------------------------------
+# scripts/try_comfyui.sh: the example inputs reach ComfyUI's input folder, and the first Run works
+
+
+def fake_python(path, log) -> None:
+    """An interpreter stand-in for a user's ComfyUI venv: it records its arguments (pip, the CUDA check,
+    main.py) and does nothing; exit 0 (so the script sees CUDA and passes no --cpu)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> "{log}"\n')
+    path.chmod(0o755)
+
+
+def test_try_comfyui_seeds_a_users_comfyui_and_never_replaces_its_files(tmp_path):
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    (comfy / "main.py").write_text("")
+    log = tmp_path / "python.log"
+    fake_python(comfy / "venv" / "bin" / "python", log)
+    shipped = {p.name: p.read_bytes() for p in EXAMPLE_INPUTS_DIR.iterdir()}
+
+    def try_comfyui() -> str:
+        result = subprocess.run([str(TRY_SCRIPT), str(comfy)], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PORT": "8765"}, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    # a ComfyUI without an input folder: it gets one, with every file the workflows load
+    try_comfyui()
+    assert {p.name: p.read_bytes() for p in (comfy / "input").iterdir()} == shipped
+    # a file of the same name is the user's (ComfyUI's checkout ships an example.png): kept; the rest copied
+    (comfy / "input" / INPUT_IMAGE).write_bytes(b"the user's own picture")
+    (comfy / "input" / "lotus_video_input.mp4").unlink()
+    out = try_comfyui()
+    assert (comfy / "input" / INPUT_IMAGE).read_bytes() == b"the user's own picture"
+    assert (comfy / "input" / "lotus_video_input.mp4").read_bytes() == shipped["lotus_video_input.mp4"]
+    assert f"input/{INPUT_IMAGE}: kept" in out and "input/lotus_video_input.mp4: copied" in out
+    # the rest of the try-out as before: the pack linked, ComfyUI's python gets the pack's dependencies,
+    # then ComfyUI starts
+    assert (comfy / "custom_nodes" / "lotus_depth").resolve() == REPO_ROOT
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("-m pip install") and calls[-1] == "main.py --listen 127.0.0.1 --port 8765"
+
+
+def test_try_comfyui_runs_the_basic_workflow_on_its_first_run(tmp_path):
+    """The try-out as a user starts it, with its own ComfyUI home (a fresh one; SKIP_SETUP=1: the .venv is
+    complete). Only the Lotus release is put there beforehand, as tiny networks (Load Lotus Model would
+    download it). The script fills the input folder; the basic workflow, exactly as saved, then runs on
+    the example picture: LoadImage finds example.png, the depth maps have its size."""
+    home = tmp_path / "comfyui-home"
+    write_lotus_models(home / "models" / "lotus")
+    server = ComfyServer(home)  # a client of the server that the script starts
+    server.port = free_port()
+    env = {**os.environ, "PORT": str(server.port), "COMFYUI_HOME": str(home), "SKIP_SETUP": "1",
+           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    with open(server.log_path, "wb") as log:
+        # the script execs ComfyUI: this process is the server (stopped with SIGTERM by server.stop())
+        server.process = subprocess.Popen([str(TRY_SCRIPT)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                server._check_alive("starting through scripts/try_comfyui.sh")
+                try:
+                    if server.object_info("LotusDepth_Depth") is not None:
+                        break
+                except (urllib.error.URLError, ConnectionError, OSError, ComfyServerError):
+                    pass
+                assert time.monotonic() < deadline, server.log_tail()
+                time.sleep(0.2)
+            for path in EXAMPLE_INPUTS_DIR.iterdir():
+                assert (home / "input" / path.name).read_bytes() == path.read_bytes()
+
+            workflow = load_workflow("lotus_depth_basic")
+            prompt = ui_to_api(workflow, server.object_info())
+            node_of = {n["class_type"]: i for i, n in prompt.items()}
+            assert prompt[node_of["LoadImage"]]["inputs"]["image"] == INPUT_IMAGE
+            entry = server.run(prompt, timeout=300)
+            assert history_status(entry) == "success", history_error(entry)
+            [saved] = server.output_images(entry, node_of["SaveImage"])
+            [saved16] = server.output_images(entry, node_of["LotusDepth_SaveDepth"])
+            with Image.open(saved) as depth, Image.open(saved16) as depth16:
+                assert depth.size == depth16.size == Image.open(EXAMPLE_INPUTS_DIR / INPUT_IMAGE).size
+        finally:
+            server.stop(timeout=15)

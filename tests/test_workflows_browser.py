@@ -13,6 +13,8 @@ Each workflow is fetched from the server's template route (/api/workflow_templat
 * every node is a registered type (no missing/placeholder node), the Lotus nodes carry the widgets of
   their schema with the file's values, and the frontend's own ``app.graphToPrompt()`` gives exactly
   the API prompt that tests/workflow_support.py's converter gives (which test_workflows.py runs);
+* the template browser (Workflow > Browse Templates) lists the seven under the category "Lotus Depth"
+  with their thumbnails, and a workflow opened from its card keeps its readable title (``extra.info``);
 * for the basic workflow: queued with ``app.queuePrompt(0)`` as saved (768 processing resolution, on
   tiny random Lotus networks), the result reaches the Preview Image node as a loaded <img>.
 
@@ -40,6 +42,7 @@ from workflow_support import (
     load_workflow,
     prepare_server,
     ui_to_api,
+    workflow_info,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -266,6 +269,56 @@ def test_workflow_loads_cleanly_in_the_frontend(name, frontend, object_info, scr
     frontend.screenshot(shot, graph_only=True)
     if os.environ.get("LOTUS_UPDATE_THUMBNAILS") == "1":
         write_thumbnail(shot, name)
+
+
+def test_template_browser_lists_the_workflows_under_lotus_depth(frontend, screenshots):
+    """Workflow > Browse Templates as a user opens it. The pack's category reads "Lotus Depth" (from the
+    pack's locales/en/main.json; without it, the folder name lotus_depth), and shows the seven workflows
+    with their thumbnails. Their cards: this frontend (1.32.9) titles a custom node's template by its file
+    name and describes it by that name with spaces (workflowTemplatesStore: {name, title: name,
+    description: name}; it reads no index.json and nothing in the file), so the readable title is in the
+    file's extra.info: opened from its card, the workflow keeps it, also when the frontend saves it."""
+    page = frontend.page
+    frontend.close_dialogs()
+    page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+    dialog = page.locator(".workflow-template-selector-dialog")
+    dialog.wait_for(state="visible", timeout=30_000)
+    assert dialog.get_by_text("lotus_depth", exact=True).count() == 0
+    dialog.get_by_text("Lotus Depth", exact=True).first.click()  # the category, in the left panel
+    cards = dialog.locator("[data-testid^='template-workflow-']")
+    page.wait_for_function("""() => {
+        const dialog = document.querySelector(".workflow-template-selector-dialog");
+        const cards = dialog.querySelectorAll("[data-testid^='template-workflow-']");
+        return cards.length > 0 && [...cards].every(c => { const i = c.querySelector('img');
+                                                          return i && i.complete && i.naturalWidth > 0; });
+    }""", timeout=30_000)
+    shown = cards.evaluate_all("""cards => cards.map(c => ({
+        name: c.dataset.testid.replace('template-workflow-', ''),
+        title: c.querySelector('h3').textContent.trim(),
+        description: c.querySelector('p').textContent.trim(),
+        thumbnail: c.querySelector('img').naturalWidth,
+    }))""")
+    assert dialog.get_by_text("Lotus Depth", exact=True).count() == 2  # the category and the panel's heading
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screenshots / "template_browser.png"))
+    assert sorted(card["name"] for card in shown) == sorted(WORKFLOW_NAMES)
+    for card in shown:
+        assert card["thumbnail"] >= 256, card
+        # what this frontend shows (a frontend that reads titles would show workflow_info(...)["title"])
+        assert (card["title"], card["description"]) == (card["name"], card["name"].replace("_", " ")), card
+
+    cards.filter(has=page.locator("h3", has_text="lotus_depth_basic")).click()
+    dialog.wait_for(state="hidden", timeout=30_000)
+    page.wait_for_timeout(500)
+    assert frontend.dialogs() == [] and frontend.toasts() == []
+    saved = load_workflow("lotus_depth_basic")
+    assert sorted(n["id"] for n in frontend.nodes()) == sorted(n["id"] for n in saved["nodes"])
+    loaded = page.evaluate("""async () => ({
+        graph: app.graph.extra.info,
+        saved: app.graph.serialize().extra.info,
+        queued: (await app.graphToPrompt()).workflow.extra.info,
+    })""")
+    assert loaded == {key: workflow_info("lotus_depth_basic") for key in ("graph", "saved", "queued")}
 
 
 def test_basic_workflow_queued_from_the_frontend_shows_its_result(frontend, server, screenshots):

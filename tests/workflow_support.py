@@ -29,6 +29,10 @@ from tiny import save_diffusers_folder, tiny_unet, tiny_vae
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
+# The files the workflows load (LoadImage example.png, LoadVideo lotus_video_input.mp4), drawn by
+# scripts/make_example_inputs.py; scripts/try_comfyui.sh copies them into ComfyUI's input folder.
+EXAMPLE_INPUTS_DIR = WORKFLOWS_DIR / "input"
+INPUT_LOADERS = ("LoadImage", "LoadVideo")  # nodes that load a file of the input folder (first widget)
 WORKFLOW_NAMES = (
     "lotus_depth_basic",
     "lotus_depth_controlnet_sd15",
@@ -50,7 +54,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 LOTUS_DEPTH = "lotus-depth-g-v2-1-disparity/"
 LOTUS_NORMAL = "lotus-normal-g-v1-1/"
 LOTUS_VAE = "(from checkpoint folder)"
-INPUT_IMAGE = "example.png"  # every ComfyUI install ships input/example.png
+INPUT_IMAGE = "example.png"  # ComfyUI's own checkout ships one too; the tests write a small one
 INPUT_VIDEO = "lotus_video_input.mp4"
 THIRD_PARTY_MODELS = {
     "checkpoints": ("v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors"),
@@ -62,6 +66,17 @@ THIRD_PARTY_MODELS = {
 }
 # Nodes that load those third-party models: in the execution test the graph is cut at them.
 THIRD_PARTY_LOADERS = {"CheckpointLoaderSimple", "ControlNetLoader", "UNETLoader", "DualCLIPLoader", "VAELoader"}
+
+
+def workflow_info(name: str) -> dict:
+    """The workflow's title and description (``extra.info``): what the README and the Lotus Depth
+    category of the template browser call it."""
+    return load_workflow(name)["extra"]["info"]
+
+
+def input_files(workflow: dict) -> set[str]:
+    """The input-folder files the workflow's LoadImage / LoadVideo nodes name (the first widget)."""
+    return {n["widgets_values"][0] for n in workflow["nodes"] if n["type"] in INPUT_LOADERS}
 
 
 def workflow_path(name: str) -> Path:
@@ -197,11 +212,16 @@ def write_placeholder(path: Path) -> None:
     save_file({"placeholder": torch.zeros(1)}, path, metadata={"lotus_tests": "placeholder, not a model"})
 
 
+def write_lotus_models(lotus_dir: Path) -> None:
+    """Tiny random networks in the release folders the workflows name (models/lotus/<release>/)."""
+    save_diffusers_folder(tiny_unet(True, seed=21), tiny_vae(seed=22), lotus_dir / LOTUS_DEPTH.rstrip("/"),
+                          pipeline="DirectDiffusionY0Pipeline")
+    save_diffusers_folder(tiny_unet(True, seed=23), tiny_vae(seed=24), lotus_dir / LOTUS_NORMAL.rstrip("/"))
+
+
 def prepare_server(server: ComfyServer, *, third_party_placeholders: bool) -> None:
     """Write what the workflows name into the server's folders (call after prepare(), before start())."""
-    save_diffusers_folder(tiny_unet(True, seed=21), tiny_vae(seed=22), server.lotus_dir / LOTUS_DEPTH.rstrip("/"),
-                          pipeline="DirectDiffusionY0Pipeline")
-    save_diffusers_folder(tiny_unet(True, seed=23), tiny_vae(seed=24), server.lotus_dir / LOTUS_NORMAL.rstrip("/"))
+    write_lotus_models(server.lotus_dir)
     write_input_image(server.input_dir / INPUT_IMAGE)
     write_input_video(server.input_dir / INPUT_VIDEO)
     if third_party_placeholders:
