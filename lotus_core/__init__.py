@@ -11,7 +11,7 @@ tools (``DepthMap``, colour maps, levels, files, geometry, point clouds).
 """
 
 from .colormaps import COLORMAPS, colorize
-from .depthmap import DepthMap, with_known_distances, with_near_far
+from .depthmap import DepthMap, LotusPrediction, normals_to_image, to_controlnet
 from .ensemble import predict_ensemble
 from .errors import LotusError, check_choice
 from .export import read_depth_file, save_depth_frame, write_exr, write_npy, write_png16
@@ -27,8 +27,8 @@ from .hub import fetch
 from .inference import predict
 from .levels import normalize, percentile_range, remap
 from .loading import load_model
+from .metric import with_known_distances, with_near_far
 from .model import LotusModel
-from .outputs import LotusPrediction, normals_to_image, to_controlnet
 from .pointcloud import save_point_cloud, write_ply
 from .tiling import predict_tiled
 from .variants import KNOWN_CHECKPOINTS, Quantity

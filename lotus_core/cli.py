@@ -13,13 +13,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from .colormaps import COLORMAPS, colorize
-from .depthmap import DepthMap
+from .depthmap import normals_to_image, to_controlnet
 from .ensemble import predict_ensemble
 from .errors import LotusError
 from .export import save_depth_frame, write_exr
 from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
 from .loading import DTYPES, load_model
-from .outputs import normals_to_image, to_controlnet
 from .tiling import predict_tiled
 from .variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
 from .video import predict_video
@@ -127,7 +126,7 @@ def save(prediction, stem: Path, kinds: list[str], *, colormap: str = "spectral"
             write_exr(f"{stem}_normal.exr", values)  # R, G, B = the unit vector's x (left), y (up), z
         suffix = "normal"
     else:
-        depth = DepthMap.from_prediction(prediction, model, processing_resolution)
+        depth = prediction
         values = prediction.values[0, 0].cpu().numpy()  # [H,W] in [0,1]
         suffix = prediction.quantity.value
         for kind, extension in (("png16", "png"), ("exr", "exr")):

@@ -11,8 +11,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 
 from .architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
-from .errors import LotusError, check_choice
-from .variants import Quantity
+from .errors import LotusError
+from .variants import Quantity, coerce_quantity
 
 
 @lru_cache(maxsize=1)
@@ -25,13 +25,6 @@ def empty_prompt_embeds() -> torch.Tensor:
     path = resources.files(__package__) / "assets" / "empty_prompt_embeds_sd2.safetensors"
     with resources.as_file(path) as file:
         return load_file(file)["prompt_embeds"]
-
-
-def coerce_quantity(value) -> Quantity:
-    if isinstance(value, Quantity):
-        return value
-    check_choice("quantity", value, [q.value for q in Quantity])
-    return Quantity(value)
 
 
 @dataclass

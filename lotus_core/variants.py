@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LotusError
+from .errors import LotusError, check_choice
 
 
 class Quantity(str, enum.Enum):
@@ -39,6 +39,13 @@ class Quantity(str, enum.Enum):
         if self is Quantity.NORMAL:
             raise LotusError("normal maps have no near/far polarity; use a depth or disparity checkpoint")
         return self is Quantity.DISPARITY
+
+
+def coerce_quantity(value) -> Quantity:
+    if isinstance(value, Quantity):
+        return value
+    check_choice("quantity", value, [q.value for q in Quantity])
+    return Quantity(value)
 
 
 @dataclass(frozen=True)

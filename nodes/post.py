@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import folder_paths
 import torch
@@ -81,7 +82,7 @@ def _as_depth_map(depth, quantity: str) -> DepthMap:
             return depth.with_values(depth.values.float().cpu())
         if depth.is_metric:
             raise ValueError("the depth is metric (z-depth, near = low): its quantity can only be auto or depth")
-        return DepthMap(depth.values.float().cpu(), Quantity(quantity), depth.model, depth.processing_resolution)
+        return replace(depth, values=depth.values.float().cpu(), quantity=Quantity(quantity))
     values = _as_values(depth).mean(dim=1, keepdim=True)
     return DepthMap(values, Quantity.DISPARITY if quantity == "auto" else Quantity(quantity))
 

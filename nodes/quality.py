@@ -47,7 +47,7 @@ class LotusDepthEnsemble(LotusNode):
         prediction = predict_ensemble(lotus_model.core, images, ensemble_size=ensemble_size, flip=flip,
                                       reduction=reduction, processing_resolution=processing_resolution, seed=seed,
                                       **options)
-        return depth_result(lotus_model, prediction, processing_resolution, prediction.uncertainty)
+        return depth_result(prediction, prediction.uncertainty)
 
 
 class LotusDepthTiled(LotusNode):
@@ -82,7 +82,7 @@ class LotusDepthTiled(LotusNode):
         options = prepare(lotus_model, images, sizes, chunk_size)
         prediction = predict_tiled(lotus_model.core, images, tile_size=tile_size, overlap=overlap,
                                    processing_resolution=processing_resolution, seed=seed, **options)
-        return depth_result(lotus_model, prediction, processing_resolution)
+        return depth_result(prediction)
 
 
 class LotusDepthVideo(LotusNode):
@@ -119,8 +119,7 @@ class LotusDepthVideo(LotusNode):
                           chunk_size)
         prediction = predict_video(lotus_model.core, frames, latent_blend=latent_blend, align=align,
                                    processing_resolution=processing_resolution, seed=seed, **options)
-        return depth_result(lotus_model, prediction, processing_resolution, low=low_percentile,
-                            high=high_percentile, per_image=False)
+        return depth_result(prediction, low=low_percentile, high=high_percentile, per_image=False)
 
 
 NODES = [LotusDepthEnsemble, LotusDepthTiled, LotusDepthVideo]

@@ -67,7 +67,7 @@ def test_image_too_small_after_resize(model_g):
     with pytest.raises(LotusError, match=r"2000x8 px at processing_resolution=768 becomes 768x3 px.*>= 8 px"):
         predict(model_g, image((1, 3, 8, 2000)), processing_resolution=768)
     # the same image at native size is fine
-    assert predict(model_g, image((1, 3, 8, 48)), processing_resolution=0, seed=0).image.shape == (1, 3, 8, 48)
+    assert predict(model_g, image((1, 3, 8, 48)), processing_resolution=0, seed=0).values.shape == (1, 1, 8, 48)
 
 
 # --- predict: arguments ---------------------------------------------------------------------------
@@ -286,4 +286,4 @@ def test_errors_leave_the_model_usable(model_d):
         predict(model_d, with_value(float("nan")))
     after = model_d.unet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert predict(model_d, GOOD, processing_resolution=0, encode="mean").image.shape == (1, 3, 16, 24)
+    assert predict(model_d, GOOD, processing_resolution=0, encode="mean").values.shape == (1, 1, 16, 24)

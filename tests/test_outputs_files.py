@@ -142,7 +142,7 @@ def test_bad_input_is_refused(tmp_path, call, message):
 def test_depth_map_checks_its_shape_and_meaning():
     with pytest.raises(lotus_core.LotusError, match=r"\[B, 1, H, W\]"):
         lotus_core.DepthMap(torch.zeros(1, 3, 4, 4), "depth")
-    with pytest.raises(lotus_core.LotusError, match="not normals"):
+    with pytest.raises(lotus_core.LotusError, match=r"normal values must be a \[B, 3, H, W\] tensor"):
         lotus_core.DepthMap(torch.zeros(1, 1, 4, 4), "normal")
     with pytest.raises(lotus_core.LotusError, match="quantity must be depth"):
         lotus_core.DepthMap(torch.zeros(1, 1, 4, 4), "disparity", unit="m")
