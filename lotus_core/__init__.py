@@ -30,13 +30,15 @@ from .loading import load_model
 from .metric import with_known_distances, with_near_far
 from .model import LotusModel
 from .pointcloud import save_point_cloud, write_ply
+from .precision import PRECISIONS, choose_dtypes
 from .tiling import predict_tiled
 from .variants import KNOWN_CHECKPOINTS, Quantity
 from .video import predict_video
 
 __all__ = [
     # loading and prediction
-    "KNOWN_CHECKPOINTS", "LotusError", "LotusModel", "LotusPrediction", "Quantity", "check_choice", "fetch",
+    "KNOWN_CHECKPOINTS", "LotusError", "LotusModel", "LotusPrediction", "PRECISIONS", "Quantity", "check_choice",
+    "choose_dtypes", "fetch",
     "load_model", "normals_to_image", "predict", "to_controlnet",
     # better than the reference
     "predict_ensemble", "predict_tiled", "predict_video",

@@ -18,7 +18,8 @@ from .ensemble import predict_ensemble
 from .errors import LotusError
 from .export import save_depth_frame, write_exr
 from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
-from .loading import DTYPES, load_model
+from .loading import load_model
+from .precision import PRECISIONS
 from .tiling import predict_tiled
 from .variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
 from .video import predict_video
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=DEFAULT_PROCESSING_RESOLUTION,
                         help="processing long edge (default %(default)s; 0 = native size)")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise and VAE sampling (default 0)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights precision")
+    parser.add_argument("--dtype", choices=PRECISIONS, default="fp32",
+                        help="weights precision (auto: bf16/fp16 on a GPU, fp32 on a CPU; the VAE never in fp16)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["png16", "npy"],
                         help="png16: 16-bit PNG of the native output (metadata in text chunks); npy: float32"
