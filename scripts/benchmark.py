@@ -38,7 +38,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TASK_SWITCH = torch.tensor([[0.8414710, 0.0, 0.5403023, 1.0]])  # [sin 1, sin 0, cos 1, cos 0]
 CLIP_SD2 = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
                 num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512)
-EMPTY_PROMPT_IDS = [[49406, 49407]]  # "" tokenized without padding: BOS, EOS (lotus_reference.md)
+EMPTY_PROMPT_IDS = [[49406, 49407]]  # "" tokenized without padding (the official Lotus pipeline): BOS, EOS
 EMBEDS_FILE = "empty_prompt_embeds.safetensors"
 
 

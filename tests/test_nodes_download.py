@@ -13,14 +13,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import lotus_core
 from comfy_server import ComfyServer, history_error, history_status
 from fake_hub import FakeHub
+from PIL import Image
+from tiny import save_diffusers_folder, save_unet_file, tiny_unet, tiny_vae
+
+import lotus_core
 from lotus_core.hub import missing_files
 from lotus_core.variants import KNOWN_CHECKPOINTS, known_checkpoint
-from tiny import save_diffusers_folder, save_unet_file, tiny_unet, tiny_vae
 
 NODE_IDS = ("LotusDepth_LoadModel", "LotusDepth_Depth", "LotusDepth_Normals")
 DEPTH = "lotus-depth-d-v2-0-disparity"

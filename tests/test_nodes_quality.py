@@ -1,14 +1,14 @@
 """The ensemble, tiled and video depth nodes in the real ComfyUI server: node == core.
 
-Shares the server fixture and helpers of test_nodes.py (same tiny checkpoints)."""
+Shares the server set-up and helpers of test_nodes.py (same tiny checkpoints)."""
 
 from __future__ import annotations
 
 import pytest
+from test_nodes import VAE, as_png, assert_pixels_equal, load_image, run_ok, saved, serve_tiny_checkpoints
 
 import lotus_core
 from lotus_core import predict_ensemble, predict_tiled, predict_video
-from test_nodes import VAE, as_png, assert_pixels_equal, load_image, run_ok, saved, server  # noqa: F401
 
 QUALITY_NODES = ("LotusDepth_DepthEnsemble", "LotusDepth_DepthTiled", "LotusDepth_DepthVideo")
 CHECKPOINT = "lotus-depth-g-v1-0.safetensors"
@@ -28,6 +28,11 @@ def quality_graph(node: str, frames: int = 1, **inputs) -> dict:
         prompt["5"] = {"class_type": "MaskToImage", "inputs": {"mask": ["3", 4]}}
         prompt["6"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "quality"}}
     return prompt
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from serve_tiny_checkpoints(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

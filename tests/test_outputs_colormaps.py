@@ -43,7 +43,8 @@ def test_published_anchor_colours(name, position):
 
 
 def reference_colorize(depth: np.ndarray, reverse_color: bool) -> np.ndarray:
-    """The Lotus reference's colorize_depth_map (lotus_reference.md §1.7) before its uint8 cast."""
+    """The official Lotus ``infer.py``'s colorize_depth_map (github.com/EnVision-Research/Lotus) before its
+    uint8 cast: per-image min-max stretch, ``1 - d`` for disparity models, matplotlib's Spectral."""
     d = (depth - depth.min()) / (depth.max() - depth.min())
     if reverse_color:
         d = 1 - d

@@ -132,7 +132,7 @@ def test_npy_sidecar_is_json_next_to_it(tmp_path):
     (lambda p: lotus_core.write_png16(p / "a.png", np.full((4, 4), 2.0), low=0, high=1), "outside the png16 range"),
     (lambda p: lotus_core.write_exr(p / "a.exr", np.zeros((2, 4, 4))), r"\[H, W\] or \[H, W, 3\]"),
     (lambda p: lotus_core.save_depth_frame(p / "a.tif", lotus_core.DepthMap(torch.zeros(1, 1, 4, 4), "depth"), 0,
-                                           "tiff"), "format 'tiff' is not one of"),
+                                           "tiff"), "format='tiff' is not one of 'png16', 'exr', 'npy'"),
 ], ids=["nan", "out-of-range", "bad-shape", "bad-format"])
 def test_bad_input_is_refused(tmp_path, call, message):
     with pytest.raises(lotus_core.LotusError, match=message):

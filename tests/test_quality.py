@@ -1,19 +1,21 @@
-"""Ensembles, tiles and video (issue 6): the maths on synthetic fields whose right answer is known,
+"""Ensembles, tiles and video: the maths on synthetic fields whose right answer is known,
 and the full functions on tiny random models."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_unet, tiny_vae
 
 import lotus_core
 from lotus_core.alignment import fit_scale_shift, into_unit_range
-from lotus_core.levels import normalize
 from lotus_core.ensemble import predict_ensemble
+from lotus_core.levels import normalize
 from lotus_core.tiles import blend_tiles, blend_weights, tile_layout
 from lotus_core.tiling import predict_tiled
 from lotus_core.video import predict_video, stabilize
-from tiny import tiny_unet, tiny_vae
+
+pytestmark = pytest.mark.core  # no ComfyUI (layers: tests/conftest.py)
 
 
 def synthetic_depth(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -56,7 +58,8 @@ def test_fit_scale_shift_recovers_a_known_affine_map_under_a_mask():
 def test_normalize_percentiles_gamma_and_batch_scope():
     values = torch.stack([torch.linspace(0, 1, 101), torch.linspace(0, 0.5, 101)]).reshape(2, 1, 1, 101)
     per_image = normalize(values, 10, 90)
-    assert per_image[:, 0, 0, 10].tolist() == pytest.approx([0, 0]) and per_image[:, 0, 0, 90].tolist() == pytest.approx([1, 1])
+    assert per_image[:, 0, 0, 10].tolist() == pytest.approx([0, 0])
+    assert per_image[:, 0, 0, 90].tolist() == pytest.approx([1, 1])
     per_batch = normalize(values)  # defaults to min..max per image
     assert per_batch.amax(dim=(1, 2, 3)).tolist() == [1, 1]
     sequence = normalize(values, per_image=False)
@@ -93,7 +96,8 @@ def distorted_tiles(truth, tiles, noise: float, seed: int = 5) -> list[torch.Ten
     """Each tile of ``truth`` with its own random scale and shift (as independent Lotus predictions
     have) plus optional pixel noise."""
     generator = torch.Generator().manual_seed(seed)
-    return [(0.5 + torch.rand(1, generator=generator)) * truth[(..., *t.region)] + 0.3 * torch.rand(1, generator=generator)
+    return [(0.5 + torch.rand(1, generator=generator)) * truth[(..., *t.region)]
+            + 0.3 * torch.rand(1, generator=generator)
             + noise * torch.randn(t.height, t.width, generator=generator) for t in tiles]
 
 
@@ -106,7 +110,8 @@ def test_tiles_with_random_scale_and_shift_are_reassembled_without_seams():
 
     def seam(result):  # the largest jump of the error between neighbouring pixels
         error = result - truth
-        return max((error[..., :, 1:] - error[..., :, :-1]).abs().max(), (error[..., 1:, :] - error[..., :-1, :]).abs().max())
+        return max((error[..., :, 1:] - error[..., :, :-1]).abs().max(),
+                   (error[..., 1:, :] - error[..., :-1, :]).abs().max())
 
     clean = distorted_tiles(truth, tiles, noise=0)
     result = blend_tiles(reference, tiles, clean, overlap=32)

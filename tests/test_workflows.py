@@ -11,12 +11,13 @@ except that the Lotus nodes' processing_resolution is lowered from 768 to 64 (76
 image even on the tiny networks on a 2-core CPU) everywhere but in the basic workflow, which runs
 exactly as saved. What runs and what is only validated:
 
-* ``lotus_depth_basic``, ``lotus_normals``, ``lotus_depth_video_frames``, ``lotus_depth_highres``:
-  **executed whole**. Basic: the 8-bit PNG and the 16-bit one (Lotus Save Depth) equal
-  ``lotus_core`` run on the same files; video: a real 5-frame H.264 clip is loaded, every frame saved
-  as PNG and the depth clip written at the source frame rate; high-res: with tile_size 32 / overlap 8
-  instead of 768 / 128, so that the 56 x 40 test picture is really cut into tiles.
-* ``lotus_depth_controlnet_sd15/_sdxl/_flux``: the SD1.5 / SDXL / Flux checkpoints, ControlNets,
+* "Lotus Depth - image to depth map" (basic), "Lotus Normals - image to surface normals",
+  "Lotus Depth - video frames", "Lotus Depth - high resolution tiles" (high-res): **executed whole**.
+  Basic: the 8-bit PNG and the 16-bit one (Lotus Save Depth) equal ``lotus_core`` run on the same
+  files; video: a real 5-frame H.264 clip is loaded, every frame saved as PNG and the depth clip
+  written at the source frame rate; high-res: with tile_size 32 / overlap 8 instead of 768 / 128, so
+  that the 56 x 40 test picture is really cut into tiles.
+* "Lotus Depth - ControlNet SD15/SDXL/FLUX": the SD1.5 / SDXL / Flux checkpoints, ControlNets,
   text encoders and Flux VAE are multi-GB third-party files, so that part is **validated, not run**:
   the whole graph goes to POST /prompt with tiny placeholder .safetensors files under the names the
   workflow uses, and the server accepts it (ComfyUI itself checks every input, link type, combo value
@@ -35,9 +36,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -45,14 +48,20 @@ import torch
 from comfy_server import ComfyServer, ComfyServerError, free_port, history_error, history_status
 from PIL import Image
 from workflow_support import (
+    BASIC,
+    CONTROLNET_FLUX,
+    CONTROLNET_WORKFLOWS,
     EXAMPLE_INPUTS_DIR,
     FRONTEND_ONLY_NODES,
+    HIGHRES,
     INPUT_IMAGE,
     LOTUS_DEPTH,
     LOTUS_NORMAL,
     LOTUS_VAE,
+    NORMALS,
     PACK_NODES,
     THIRD_PARTY_LOADERS,
+    VIDEO,
     WORKFLOW_NAMES,
     WORKFLOWS_DIR,
     input_files,
@@ -74,7 +83,6 @@ from lotus_core.variants import known_checkpoint
 REPO_ROOT = WORKFLOWS_DIR.parent
 TRY_SCRIPT = REPO_ROOT / "scripts" / "try_comfyui.sh"
 PREDICTION_NODES = ("LotusDepth_Depth", "LotusDepth_Normals", "LotusDepth_DepthTiled")
-CONTROLNET_WORKFLOWS = ("lotus_depth_controlnet_sd15", "lotus_depth_controlnet_sdxl", "lotus_depth_controlnet_flux")
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +153,26 @@ def test_one_short_note_explains_the_workflow(name):
 
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
-def test_workflow_has_a_readable_title_and_description(name):
-    """extra.info {title, description}: the frontend's template browser shows only the file name (see
-    the README's Workflows section), so the readable names travel in the file itself, and the README
-    lists them."""
+def test_workflow_has_a_readable_name_title_and_description(name):
+    """The template browser titles a pack's card by the file name and reads nothing from the file (see
+    the README's Workflows section and test_workflows_browser.py), so the file name is the readable
+    title, and extra.info {title, description} carries the same title and a description with the
+    workflow wherever it goes. The README lists each one with a link to its file, URL-encoded (%20).
+
+    The name holds only letters, digits, spaces and '-': the frontend puts it unencoded into the
+    template and thumbnail URLs (/api/workflow_templates/<pack>/<name>.json), where the browser
+    encodes a space as %20 and the server decodes it (checked in the browser test), but a '#', '?',
+    '%' or '+' would change the URL's meaning; and no '.', so that the extension is the only one."""
     workflow = load_workflow(name)
     assert set(workflow["extra"]) == {"info"} and set(workflow["extra"]["info"]) == {"title", "description"}
+    assert re.fullmatch(r"Lotus [A-Za-z0-9 -]+", name) and "  " not in name and name == name.strip()
     title, description = workflow_info(name)["title"], workflow_info(name)["description"]
-    assert 10 <= len(title) <= 45 and "Lotus" in title and "_" not in title and title != name
+    assert title == name and 10 <= len(title) <= 45
     assert 60 <= len(description) <= 180 and description.endswith(".")
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Workflows\n", 1)[1].split("\n## ", 1)[0]
-    assert f"**{title}**" in section and f"(workflows/{name}.json)" in section
+    link = f"(workflows/{urllib.parse.quote(name)}.json)"
+    assert f"**{title}**" in section and link in section and " " not in link
 
 
 def test_workflow_titles_are_distinct():
@@ -311,17 +327,17 @@ def test_workflow_does_what_its_name_says(name, object_info):
     # published releases, downloaded by the loader on first run (their folders bring the VAE)
     release = known_checkpoint(loader["checkpoint"])
     assert loader["checkpoint"].endswith("/") and release is not None and release.download
-    if name == "lotus_normals":
+    if name == NORMALS:
         assert loader["checkpoint"] == LOTUS_NORMAL and {"PreviewImage", "SaveImage"} <= users
     else:
         assert loader["checkpoint"] == LOTUS_DEPTH
-    if name in ("lotus_depth_basic", "lotus_depth_highres"):
+    if name in (BASIC, HIGHRES):
         assert {"PreviewImage", "SaveImage"} <= users
         save_depth = prompt[by_type["LotusDepth_SaveDepth"][0]]["inputs"]
         assert save_depth["depth"] == [lotus_node, 3] and save_depth["format"] == "png16"  # lotus_depth, 16 bit
-        assert prompt[lotus_node]["class_type"] == ("LotusDepth_DepthTiled" if name.endswith("highres")
+        assert prompt[lotus_node]["class_type"] == ("LotusDepth_DepthTiled" if name == HIGHRES
                                                     else "LotusDepth_Depth")
-    if name == "lotus_depth_video_frames":
+    if name == VIDEO:
         depth = prompt[lotus_node]["inputs"]
         assert depth["noise"] == "shared across batch" and depth["chunk_size"] > 1
         assert depth["image"][0] in by_type["GetVideoComponents"] and {"SaveImage", "CreateVideo"} <= users
@@ -330,16 +346,20 @@ def test_workflow_does_what_its_name_says(name, object_info):
         assert ("ControlNetApplyAdvanced", "image") in {(t, k) for _, t, k in consumers(lotus_node)}
         assert "ImageInvert" not in by_type and "PreviewImage" in users
         apply = prompt[by_type["ControlNetApplyAdvanced"][0]]["inputs"]
-        assert ("vae" in apply) == name.endswith("flux")  # Flux ControlNets work in latent space
+        assert ("vae" in apply) == (name == CONTROLNET_FLUX)  # Flux ControlNets work in latent space
         assert by_type["ControlNetLoader"] and "KSampler" in by_type and "SaveImage" in by_type
 
 
 def test_the_server_lists_and_serves_the_workflows_as_templates(server):
+    """The server lists the readable names with their spaces, and serves each file and its thumbnail
+    at its URL-encoded name (spaces as %20, as a browser sends them)."""
     assert sorted(server.get_json("/api/workflow_templates")["lotus_depth"]) == sorted(WORKFLOW_NAMES)
     for name in WORKFLOW_NAMES:
-        served = server.get_json(f"/api/workflow_templates/lotus_depth/{name}.json")
+        url = f"/api/workflow_templates/lotus_depth/{urllib.parse.quote(name)}"
+        assert "%20" in url and " " not in url
+        served = server.get_json(f"{url}.json")
         assert served == load_workflow(name) and served["extra"]["info"]["title"] == workflow_info(name)["title"]
-        status, body = server.request("GET", f"/api/workflow_templates/lotus_depth/{name}.jpg")
+        status, body = server.request("GET", f"{url}.jpg")
         assert status == 200 and body[:3] == b"\xff\xd8\xff"
     # the category's readable name reaches the frontend through the pack's locales
     assert server.get_json("/i18n")["en"]["templateWorkflows"]["category"]["lotus_depth"] == "Lotus Depth"
@@ -384,7 +404,7 @@ def saved_images(server, entry, node_id) -> list[np.ndarray]:
 
 def test_basic_workflow_runs_and_saves_the_depth_of_the_input(server, object_info):
     """As saved (768): the 8-bit ControlNet map and the 16-bit native values equal lotus_core's."""
-    prompt = ui_to_api(load_workflow("lotus_depth_basic"), object_info)
+    prompt = ui_to_api(load_workflow(BASIC), object_info)
     entry, ran = run_ok(server, prompt)
     assert ran == set(prompt)
     node_of = {n["class_type"]: i for i, n in prompt.items()}
@@ -408,7 +428,7 @@ def test_basic_workflow_runs_and_saves_the_depth_of_the_input(server, object_inf
 
 
 def test_normals_workflow_runs(server, object_info):
-    prompt = ui_to_api(load_workflow("lotus_normals"), object_info)
+    prompt = ui_to_api(load_workflow(NORMALS), object_info)
     entry, ran = run_ok(server, at_test_resolution(prompt))
     assert ran == set(prompt)
     save = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
@@ -417,7 +437,7 @@ def test_normals_workflow_runs(server, object_info):
 
 
 def test_highres_workflow_runs_tiled_and_saves_8_and_16_bit(server, object_info):
-    prompt = ui_to_api(load_workflow("lotus_depth_highres"), object_info)
+    prompt = ui_to_api(load_workflow(HIGHRES), object_info)
     entry, ran = run_ok(server, at_test_resolution(prompt))
     assert ran == set(prompt)
     node_of = {n["class_type"]: i for i, n in prompt.items()}
@@ -428,7 +448,7 @@ def test_highres_workflow_runs_tiled_and_saves_8_and_16_bit(server, object_info)
 
 
 def test_video_workflow_runs_on_a_real_clip_and_saves_every_frame(server, object_info):
-    prompt = ui_to_api(load_workflow("lotus_depth_video_frames"), object_info)
+    prompt = ui_to_api(load_workflow(VIDEO), object_info)
     entry, ran = run_ok(server, at_test_resolution(prompt))
     assert ran == set(prompt)
     save = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
@@ -542,7 +562,7 @@ def test_try_comfyui_runs_the_basic_workflow_on_its_first_run(tmp_path):
             for path in EXAMPLE_INPUTS_DIR.iterdir():
                 assert (home / "input" / path.name).read_bytes() == path.read_bytes()
 
-            workflow = load_workflow("lotus_depth_basic")
+            workflow = load_workflow(BASIC)
             prompt = ui_to_api(workflow, server.object_info())
             node_of = {n["class_type"]: i for i, n in prompt.items()}
             assert prompt[node_of["LoadImage"]]["inputs"]["image"] == INPUT_IMAGE

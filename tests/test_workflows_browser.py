@@ -4,7 +4,8 @@ this checkout), in headless Chromium driven by Playwright.
 The browser is the system's (Debian ``chromium``, /usr/bin/chromium); Playwright never downloads one.
 Without it the module is skipped, with the reason; under CI=true it fails instead: CI must run it.
 Each workflow is fetched from the server's template route (/api/workflow_templates/lotus_depth/
-<name>.json) and loaded with ``app.loadGraphData`` as the template browser does; then the test asserts:
+<name>.json, the file name put into the URL as the frontend does: the browser sends its spaces as %20)
+and loaded with ``app.loadGraphData`` as the template browser does; then the test asserts:
 
 * no dialog but, for the ControlNet workflows, the frontend's "Missing Models" list, which must offer
   exactly the third-party files with no error (an allowed source, an allowed suffix and a known model
@@ -13,13 +14,16 @@ Each workflow is fetched from the server's template route (/api/workflow_templat
 * every node is a registered type (no missing/placeholder node), the Lotus nodes carry the widgets of
   their schema with the file's values, and the frontend's own ``app.graphToPrompt()`` gives exactly
   the API prompt that tests/workflow_support.py's converter gives (which test_workflows.py runs);
-* the template browser (Workflow > Browse Templates) lists the seven under the category "Lotus Depth"
-  with their thumbnails, and a workflow opened from its card keeps its readable title (``extra.info``);
+* the template browser (Workflow > Browse Templates) lists the seven under the category "Lotus Depth",
+  each card titled by its readable file name (e.g. "Lotus Depth - image to depth map") with its
+  thumbnail, fetched with the name URL-encoded; a workflow opened from its card is the file, and keeps
+  its title and description (``extra.info``);
 * for the basic workflow: queued with ``app.queuePrompt(0)`` as saved (768 processing resolution, on
   tiny random Lotus networks), the result reaches the Preview Image node as a loaded <img>.
 
 Screenshots go to a folder printed in the terminal summary (LOTUS_SCREENSHOT_DIR sets it).
 LOTUS_UPDATE_THUMBNAILS=1 also writes them, cropped to the graph, as the thumbnails workflows/<name>.jpg.
+The template browser's screenshot is template_browser.png there.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import json
 import os
 import shutil
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 from comfy_server import ComfyServer, history_error, history_status
 from PIL import Image
 from workflow_support import (
+    BASIC,
     PACK_NODES,
     THIRD_PARTY_MODELS,
     WORKFLOW_NAMES,
@@ -125,7 +131,8 @@ class Frontend:
         self.page.wait_for_load_state("networkidle")
 
     def load_template(self, name: str) -> None:
-        """As the template browser does: fetch from the pack's template route, loadGraphData."""
+        """As the template browser does: fetch from the pack's template route (the name put into the URL
+        as it is, like the frontend's fetchTemplateJson: the browser encodes the spaces), loadGraphData."""
         self.page.evaluate("""async (name) => {
             const response = await fetch(`/api/workflow_templates/lotus_depth/${name}.json`);
             if (!response.ok) throw new Error(`template ${name}: HTTP ${response.status}`);
@@ -275,54 +282,76 @@ def test_template_browser_lists_the_workflows_under_lotus_depth(frontend, screen
     """Workflow > Browse Templates as a user opens it. The pack's category reads "Lotus Depth" (from the
     pack's locales/en/main.json; without it, the folder name lotus_depth), and shows the seven workflows
     with their thumbnails. Their cards: this frontend (1.32.9) titles a custom node's template by its file
-    name and describes it by that name with spaces (workflowTemplatesStore: {name, title: name,
-    description: name}; it reads no index.json and nothing in the file), so the readable title is in the
-    file's extra.info: opened from its card, the workflow keeps it, also when the frontend saves it."""
+    name and describes it by that name with '-' and '_' as spaces (workflowTemplatesStore: {name, title:
+    name, description: name}; it reads no index.json and nothing in the file), so the files carry
+    readable names with spaces, which the cards show as their titles. The frontend puts a name into the
+    thumbnail and template URLs as it is; the browser sends the spaces as %20 and the server (aiohttp's
+    static route) decodes them: every thumbnail and the workflow opened from its card arrive (HTTP 200).
+    Opened from its card, the workflow is the file, and keeps its extra.info (title = file name, and the
+    description), also when the frontend saves it."""
     page = frontend.page
     frontend.close_dialogs()
-    page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
-    dialog = page.locator(".workflow-template-selector-dialog")
-    dialog.wait_for(state="visible", timeout=30_000)
-    assert dialog.get_by_text("lotus_depth", exact=True).count() == 0
-    dialog.get_by_text("Lotus Depth", exact=True).first.click()  # the category, in the left panel
-    cards = dialog.locator("[data-testid^='template-workflow-']")
-    page.wait_for_function("""() => {
-        const dialog = document.querySelector(".workflow-template-selector-dialog");
-        const cards = dialog.querySelectorAll("[data-testid^='template-workflow-']");
-        return cards.length > 0 && [...cards].every(c => { const i = c.querySelector('img');
-                                                          return i && i.complete && i.naturalWidth > 0; });
-    }""", timeout=30_000)
-    shown = cards.evaluate_all("""cards => cards.map(c => ({
-        name: c.dataset.testid.replace('template-workflow-', ''),
-        title: c.querySelector('h3').textContent.trim(),
-        description: c.querySelector('p').textContent.trim(),
-        thumbnail: c.querySelector('img').naturalWidth,
-    }))""")
-    assert dialog.get_by_text("Lotus Depth", exact=True).count() == 2  # the category and the panel's heading
-    page.wait_for_timeout(300)
-    page.screenshot(path=str(screenshots / "template_browser.png"))
-    assert sorted(card["name"] for card in shown) == sorted(WORKFLOW_NAMES)
-    for card in shown:
-        assert card["thumbnail"] >= 256, card
-        # what this frontend shows (a frontend that reads titles would show workflow_info(...)["title"])
-        assert (card["title"], card["description"]) == (card["name"], card["name"].replace("_", " ")), card
+    fetched: list[tuple[int, str]] = []
 
-    cards.filter(has=page.locator("h3", has_text="lotus_depth_basic")).click()
-    dialog.wait_for(state="hidden", timeout=30_000)
-    page.wait_for_timeout(500)
+    def on_response(response):
+        if "/api/workflow_templates/lotus_depth/" in response.url:
+            fetched.append((response.status, response.url.split("/api/workflow_templates/lotus_depth/", 1)[1]))
+
+    page.on("response", on_response)
+    try:
+        page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+        dialog = page.locator(".workflow-template-selector-dialog")
+        dialog.wait_for(state="visible", timeout=30_000)
+        assert dialog.get_by_text("lotus_depth", exact=True).count() == 0
+        dialog.get_by_text("Lotus Depth", exact=True).first.click()  # the category, in the left panel
+        cards = dialog.locator("[data-testid^='template-workflow-']")
+        page.wait_for_function("""() => {
+            const dialog = document.querySelector(".workflow-template-selector-dialog");
+            const cards = dialog.querySelectorAll("[data-testid^='template-workflow-']");
+            return cards.length > 0 && [...cards].every(c => { const i = c.querySelector('img');
+                                                              return i && i.complete && i.naturalWidth > 0; });
+        }""", timeout=30_000)
+        shown = cards.evaluate_all("""cards => cards.map(c => ({
+            name: c.dataset.testid.replace('template-workflow-', ''),
+            title: c.querySelector('h3').textContent.trim(),
+            description: c.querySelector('p').textContent.trim(),
+            thumbnail: c.querySelector('img').naturalWidth,
+        }))""")
+        assert dialog.get_by_text("Lotus Depth", exact=True).count() == 2  # the category and the panel's heading
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(screenshots / "template_browser.png"))
+        assert sorted(card["name"] for card in shown) == sorted(WORKFLOW_NAMES)
+        for card in shown:
+            assert card["thumbnail"] >= 256, card
+            # the readable file name is the card's title; the description is that name with '-' as spaces
+            assert card["title"] == card["name"] == workflow_info(card["name"])["title"], card
+            assert card["description"] == card["name"].replace("-", " ").replace("_", " "), card
+        for name in WORKFLOW_NAMES:  # e.g. 'Lotus Depth - image to depth map' as a card title
+            assert dialog.locator("h3", has_text=name).count() == 1, name
+        thumbnails = {url for status, url in fetched if url.endswith(".jpg") and status == 200}
+        assert thumbnails == {f"{urllib.parse.quote(name)}.jpg" for name in WORKFLOW_NAMES}, fetched
+        assert all(" " not in url for _, url in fetched), fetched
+
+        cards.filter(has=page.locator("h3", has_text=BASIC)).click()
+        dialog.wait_for(state="hidden", timeout=30_000)
+        page.wait_for_timeout(500)
+    finally:
+        page.remove_listener("response", on_response)
+    assert (200, f"{urllib.parse.quote(BASIC)}.json") in fetched, fetched
     assert frontend.dialogs() == [] and frontend.toasts() == []
-    saved = load_workflow("lotus_depth_basic")
+    saved = load_workflow(BASIC)
     assert sorted(n["id"] for n in frontend.nodes()) == sorted(n["id"] for n in saved["nodes"])
     loaded = page.evaluate("""async () => ({
         graph: app.graph.extra.info,
         saved: app.graph.serialize().extra.info,
         queued: (await app.graphToPrompt()).workflow.extra.info,
     })""")
-    assert loaded == {key: workflow_info("lotus_depth_basic") for key in ("graph", "saved", "queued")}
+    assert loaded == {key: workflow_info(BASIC) for key in ("graph", "saved", "queued")}
+    assert loaded["graph"]["title"] == BASIC
 
 
 def test_basic_workflow_queued_from_the_frontend_shows_its_result(frontend, server, screenshots):
-    frontend.load_template("lotus_depth_basic")
+    frontend.load_template(BASIC)
     frontend.close_dialogs()
     before = set(server.history())
     frontend.page.evaluate("async () => { await app.queuePrompt(0); }")
@@ -339,7 +368,7 @@ def test_basic_workflow_queued_from_the_frontend_shows_its_result(frontend, serv
     entry = server.wait(prompt_id, timeout=300)
     assert history_status(entry) == "success", history_error(entry)
 
-    preview_id = next(n["id"] for n in load_workflow("lotus_depth_basic")["nodes"] if n["type"] == "PreviewImage")
+    preview_id = next(n["id"] for n in load_workflow(BASIC)["nodes"] if n["type"] == "PreviewImage")
     frontend.page.wait_for_function("""(id) => {
         const imgs = app.graph.getNodeById(id)?.imgs;
         return imgs?.length > 0 && imgs[0].complete && imgs[0].naturalWidth > 0;
@@ -349,5 +378,5 @@ def test_basic_workflow_queued_from_the_frontend_shows_its_result(frontend, serv
     assert size == [56, 40]  # the input's size (tests/workflow_support.py writes example.png)
     assert frontend.toasts() == [] and frontend.dialogs() == []
     frontend.page.wait_for_timeout(300)
-    frontend.screenshot(screenshots / "lotus_depth_basic_result.png")
-    shutil.copy(server.output_images(entry, str(preview_id))[0], screenshots / "lotus_depth_basic_preview.png")
+    frontend.screenshot(screenshots / f"{BASIC} (result).png")
+    shutil.copy(server.output_images(entry, str(preview_id))[0], screenshots / f"{BASIC} (preview).png")

