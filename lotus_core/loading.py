@@ -13,7 +13,7 @@ from .checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffuser
 from .errors import LotusError
 from .hub import ProgressCallback, fetch
 from .model import LotusModel
-from .precision import choose_dtypes
+from .precision import resolve_dtype, vae_dtype_for
 from .variants import (
     KNOWN_CHECKPOINTS,
     Quantity,
@@ -51,9 +51,9 @@ def load_model(
         vae: an SD1.x/SD2 VAE file or ``vae/`` folder; defaults to the checkpoint folder's ``vae/``.
         quantity: "depth", "disparity" or "normal"; needed only for files not in the table of
             known releases (``lotus_core.KNOWN_CHECKPOINTS``).
-        dtype, vae_dtype: weights precision: a torch dtype, "fp32", "fp16", "bf16" or "auto" for
-            ``device``; the policy is ``choose_dtypes``'s (fp16 refused on a CPU; the VAE never in
-            fp16 unless ``vae_dtype`` says so).
+        dtype, vae_dtype: weights precision: a torch dtype, "fp32", "fp16", "bf16" or "auto" (for
+            ``device``: ``precision.resolve_dtype``). ``vae_dtype`` defaults to ``dtype``, but never
+            fp16 unless asked (the SD VAE overflows in it: ``precision.vae_dtype_for``).
         channels_last: keep the VAE in channels-last memory format; None = on a CPU only, where its
             full-resolution convolutions run 13-16% faster (on an H100 it was 45% slower: GroupNorm).
             The result moves by under 1e-4 (another summation order); False reproduces the reference
@@ -63,7 +63,8 @@ def load_model(
     """
     path = Path(checkpoint).expanduser()
     device = torch.device(device)
-    dtype, vae_dtype = choose_dtypes(dtype, device, vae_dtype)
+    dtype = resolve_dtype("dtype", dtype, device)
+    vae_dtype = vae_dtype_for(dtype, device) if vae_dtype is None else resolve_dtype("vae_dtype", vae_dtype, device)
     release = None
     if not path.exists():
         release = known_checkpoint(str(checkpoint))

@@ -70,7 +70,7 @@ import lotus_core
 model = lotus_core.load_model({str(checkpoints["g"])!r}, vae={str(checkpoints["vae"])!r})
 images = torch.linspace(0, 1, 3 * 24 * 40).reshape(1, 3, 24, 40)
 prediction = lotus_core.predict(model, images, processing_resolution=32, seed=0)
-save_file({{"image": prediction.image, "control": lotus_core.to_controlnet(prediction)}}, "out.safetensors")
+save_file({{"depth": prediction.values, "control": lotus_core.to_controlnet(prediction)}}, "out.safetensors")
 json.dump(sorted({{name.split(".")[0] for name, m in sys.modules.items() if m is not None}}), sys.stdout)
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
