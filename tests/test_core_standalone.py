@@ -85,8 +85,8 @@ json.dump(sorted({{name.split(".")[0] for name, m in sys.modules.items() if m is
     images = torch.linspace(0, 1, 3 * 24 * 40).reshape(1, 3, 24, 40)
     expected = lotus_core.predict(model_g, images, processing_resolution=32, seed=0)
     there = load_file(tmp_path / "out.safetensors")
-    assert there["image"].shape == (1, 3, 24, 40) and there["control"].shape == (1, 1, 24, 40)
-    torch.testing.assert_close(there["image"], expected.image, atol=1e-5, rtol=0)
+    assert there["depth"].shape == (1, 1, 24, 40) and there["control"].shape == (1, 1, 24, 40)
+    torch.testing.assert_close(there["depth"], expected.values, atol=1e-5, rtol=0)
 
 
 def test_core_sources_do_not_import_comfyui_or_torchvision():
