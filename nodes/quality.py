@@ -98,7 +98,8 @@ class LotusDepthVideo(LotusNode):
                 *prediction_inputs(noise=False),
                 io.Float.Input("latent_blend", default=DEFAULT_LATENT_BLEND, min=0.0, max=0.9, step=0.05,
                                tooltip="Lotus-G: share of the previous frame's prediction in the next frame's"
-                                       " noise (0.1 as the official demo; 0 = frames independent, faster)."),
+                                       " noise (0.1 as the official demo; 0 = frames independent, faster)."
+                                       " Blended frames run one per pass: chunk_size 0 or 1."),
                 io.Combo.Input("align", options=list(ALIGN_MODES), default=ALIGN_MODES[0],
                                tooltip="Fit each frame's scale and shift to the previous frame, to the first"
                                        " frame, or not at all."),
