@@ -10,12 +10,16 @@ reference prediction (``predict_ensemble``, ``predict_tiled``, ``predict_video``
 tools (``DepthMap``, colour maps, levels, files, geometry, point clouds).
 """
 
-from .colormaps import COLORMAPS, colorize
 from .depthmap import DepthMap, LotusPrediction, normals_to_image, to_controlnet
-from .ensemble import predict_ensemble
 from .errors import LotusError, check_choice
-from .export import read_depth_file, save_depth_frame, write_exr, write_npy, write_png16
-from .geometry import (
+from .loading.hub import fetch
+from .loading.load import load_model
+from .loading.model import LotusModel
+from .loading.precision import PRECISIONS, choose_dtypes
+from .loading.variants import KNOWN_CHECKPOINTS, Quantity
+from .outputs.colormaps import COLORMAPS, colorize
+from .outputs.files import read_depth_file, save_depth_frame, write_exr, write_npy, write_png16
+from .outputs.geometry import (
     NORMAL_CONVENTIONS,
     convert_normal_map,
     decode_normals,
@@ -23,17 +27,13 @@ from .geometry import (
     normals_from_depth,
     points_from_depth,
 )
-from .hub import fetch
-from .inference import predict
-from .levels import normalize, percentile_range, remap
-from .loading import load_model
-from .metric import with_known_distances, with_near_far
-from .model import LotusModel
-from .pointcloud import save_point_cloud, write_ply
-from .precision import PRECISIONS, choose_dtypes
-from .tiling import predict_tiled
-from .variants import KNOWN_CHECKPOINTS, Quantity
-from .video import predict_video
+from .outputs.levels import normalize, percentile_range, remap
+from .outputs.metric import with_known_distances, with_near_far
+from .outputs.pointcloud import save_point_cloud, write_ply
+from .prediction.predict import predict
+from .quality.ensemble import predict_ensemble
+from .quality.highres import predict_tiled
+from .quality.video import predict_video
 
 __all__ = [
     # loading and prediction

@@ -12,17 +12,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .colormaps import COLORMAPS, colorize
 from .depthmap import normals_to_image, to_controlnet
-from .ensemble import predict_ensemble
 from .errors import LotusError
-from .export import save_depth_frame, write_exr
-from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
-from .loading import load_model
-from .precision import PRECISIONS
-from .tiling import predict_tiled
-from .variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
-from .video import predict_video
+from .loading.load import load_model
+from .loading.precision import PRECISIONS
+from .loading.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
+from .outputs.colormaps import COLORMAPS, colorize
+from .outputs.files import save_depth_frame, write_exr
+from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, predict
+from .quality.ensemble import predict_ensemble
+from .quality.highres import predict_tiled
+from .quality.video import predict_video
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 SAVE_KINDS = ("png16", "npy", "control", "exr", "color")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from .errors import LotusError
-from .levels import normalize
-from .variants import Quantity, coerce_quantity
+from .loading.variants import Quantity, coerce_quantity
+from .outputs.levels import normalize
 
 
 @dataclass(frozen=True)

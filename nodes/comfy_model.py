@@ -9,7 +9,7 @@ import comfy.model_patcher
 import torch
 
 from ..lotus_core import LotusModel
-from ..lotus_core.memory import available_bytes, usable_bytes, working_bytes
+from ..lotus_core.prediction.memory import available_bytes, usable_bytes, working_bytes
 
 
 class _Held(torch.nn.Module):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import folder_paths
 
-from ..lotus_core.checkpoint import read_safetensors_keys
-from ..lotus_core.hub import ProgressCallback, fetch, missing_files
-from ..lotus_core.variants import KNOWN_CHECKPOINTS, KnownCheckpoint, known_checkpoint
+from ..lotus_core.loading.checkpoint import read_safetensors_keys
+from ..lotus_core.loading.hub import ProgressCallback, fetch, missing_files
+from ..lotus_core.loading.variants import KNOWN_CHECKPOINTS, KnownCheckpoint, known_checkpoint
 
 LOTUS_FOLDER = "lotus"  # models/lotus, plus any `lotus:` entry in extra_model_paths.yaml
 CHECKPOINT_FOLDERS = (LOTUS_FOLDER, "diffusion_models")

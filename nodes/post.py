@@ -31,8 +31,8 @@ from ..lotus_core import (
     with_known_distances,
     with_near_far,
 )
-from ..lotus_core.export import FORMATS
-from ..lotus_core.geometry import AXES, CAMERAS
+from ..lotus_core.outputs.files import FORMATS
+from ..lotus_core.outputs.geometry import AXES, CAMERAS
 from .base import LotusNode, schema
 from .predict import LotusDepthMapType
 

@@ -8,7 +8,7 @@ import torch
 from comfy_api.latest import io
 
 from ..lotus_core import DepthMap, LotusError, Quantity, normals_to_image, predict, to_controlnet
-from ..lotus_core.imaging import processing_size
+from ..lotus_core.prediction.images import processing_size
 from .base import LotusNode, schema
 from .comfy_model import ComfyLotusModel
 from .loader import LotusModelType

@@ -5,9 +5,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..lotus_core import predict_ensemble, predict_tiled, predict_video
-from ..lotus_core.imaging import processing_size
-from ..lotus_core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
-from ..lotus_core.video import ALIGN_MODES, DEFAULT_LATENT_BLEND
+from ..lotus_core.prediction.images import processing_size
+from ..lotus_core.quality.highres import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from ..lotus_core.quality.video import ALIGN_MODES, DEFAULT_LATENT_BLEND
 from .base import LotusNode, schema
 from .predict import DEPTH_QUANTITIES, core_images, depth_outputs, depth_result, prediction_inputs, prepare, require
 

@@ -9,8 +9,9 @@ import torch
 from tiny import as_batch, synthetic_rgb
 
 import lotus_core
-from lotus_core import DepthMap, LotusError, Quantity, normals_to_image, predict, to_controlnet, vae_tiles
-from lotus_core.memory import MIN_VAE_TILE, working_bytes
+from lotus_core import DepthMap, LotusError, Quantity, normals_to_image, predict, to_controlnet
+from lotus_core.prediction import vae_tiling
+from lotus_core.prediction.memory import MIN_VAE_TILE, working_bytes
 
 # Golden 3x3 top-left corners of `values` (depth = channel mean) for the fixtures' seeded networks and
 # synthetic_rgb(40, 56, seed=3), generated once by running the code (torch 2.13, diffusers 0.42.1).
@@ -190,7 +191,7 @@ def test_callback_counts_every_vae_tile_of_one_image(model_d):
     calls = []
     predict(model_d, pictures(1, 512, 768), processing_resolution=0, seed=0, vae_tile_size=256,
             callback=lambda done, total: calls.append((done, total)))
-    tiles = vae_tiles.count((64, 96), 32)
+    tiles = vae_tiling.count((64, 96), 32)
     assert tiles > 1
     assert calls == [(step, 2 * tiles + 1) for step in range(1, 2 * tiles + 2)]
 

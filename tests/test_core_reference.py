@@ -221,4 +221,4 @@ def test_reference_task_switch_timestep_and_prompt_matter(unet_d, vae, text_enco
         annotation = run()
         assert (annotation - run(switch=(0, 1))).abs().max() > 1e-3
         assert (annotation - run(t=0)).abs().max() > 1e-3
-        assert (annotation - run(embeds=lotus_core.model.empty_prompt_embeds())).abs().max() > 1e-3
+        assert (annotation - run(embeds=lotus_core.loading.model.empty_prompt_embeds())).abs().max() > 1e-3

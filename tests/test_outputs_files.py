@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import lotus_core
-from lotus_core.export import depth_metadata, sidecar
+from lotus_core.outputs.files import depth_metadata, sidecar
 
 FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
 # The format's own precision: half a 16-bit step of the encoded range; float32 is stored exactly.

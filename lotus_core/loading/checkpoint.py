@@ -11,8 +11,8 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .architecture import NO_TASK_SWITCH
-from .errors import LotusError
+from ..errors import LotusError
+from ..loading.architecture import NO_TASK_SWITCH
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 LDM_UNET_PREFIX = "model.diffusion_model."  # what diffusers' converter expects in front of LDM keys

@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import torch
 
-from .depthmap import DepthMap
-from .errors import LotusError
-from .variants import Quantity
+from ..depthmap import DepthMap
+from ..errors import LotusError
+from ..loading.variants import Quantity
 
 
 def with_near_far(depth: DepthMap, near: float, far: float, unit: str = "") -> DepthMap:

@@ -7,15 +7,15 @@ import logging
 
 import torch
 
-from . import vae_tiles
-from .architecture import LATENT_CHANNELS
-from .depthmap import DepthMap
-from .errors import LotusError, check_choice
-from .imaging import check_resize_mode, processing_size, resize, validating_images
-from .memory import MemoryPlan, check_fits, memory_budget, plan_memory
-from .model import LotusModel
-from .progress import InterruptCheck, ProgressCallback, Steps, interruptible
-from .variants import Quantity
+from ..depthmap import DepthMap
+from ..errors import LotusError, check_choice
+from ..loading.architecture import LATENT_CHANNELS
+from ..loading.model import LotusModel
+from ..loading.variants import Quantity
+from ..prediction.images import check_resize_mode, processing_size, resize, validating_images
+from ..prediction.memory import MemoryPlan, check_fits, memory_budget, plan_memory
+from ..prediction.progress import InterruptCheck, ProgressCallback, Steps, interruptible
+from . import vae_tiling
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _values(decoded: torch.Tensor, quantity: Quantity) -> torch.Tensor:
 def _steps(images: int, plan: MemoryPlan, latent_size: tuple[int, int]) -> int:
     """Progress steps for ``images`` under ``plan``: per chunk, the VAE tiles twice and one UNet pass."""
     chunks = -(-images // plan.chunk_size)
-    return chunks * (2 * vae_tiles.count(latent_size, plan.vae_tile) + 1)
+    return chunks * (2 * vae_tiling.count(latent_size, plan.vae_tile) + 1)
 
 
 def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | None,
@@ -164,7 +164,7 @@ def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | Non
     unet, vae, device = model.unet, model.vae, model.device
     scaling = vae.config.scaling_factor
     count = pixels.shape[0]
-    latent, std = vae_tiles.encode(vae, pixels.to(vae.dtype), plan.vae_tile, steps.advance)
+    latent, std = vae_tiling.encode(vae, pixels.to(vae.dtype), plan.vae_tile, steps.advance)
     if posterior_noise is not None:
         latent = latent + std * posterior_noise.to(device, latent.dtype)
     latent = latent * scaling  # [b,4,h/8,w/8]
@@ -178,7 +178,7 @@ def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | Non
         return_dict=False,
     )[0]  # [b,4,h/8,w/8]: Lotus predicts the clean latent directly
     steps.advance()
-    return vae_tiles.decode(vae, x0.to(vae.dtype) / scaling, plan.vae_tile, steps.advance), x0
+    return vae_tiling.decode(vae, x0.to(vae.dtype) / scaling, plan.vae_tile, steps.advance), x0
 
 
 def _after_out_of_memory(plan: MemoryPlan, error: Exception, device: torch.device,

@@ -10,9 +10,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 
-from .architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
-from .errors import LotusError
-from .variants import Quantity, coerce_quantity
+from ..errors import LotusError
+from ..loading.architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
+from ..loading.variants import Quantity, coerce_quantity
 
 
 @lru_cache(maxsize=1)
@@ -22,7 +22,7 @@ def empty_prompt_embeds() -> torch.Tensor:
     Lotus froze the SD2 text encoder and always feeds it "" without padding (BOS + EOS), so its
     output is a constant and no CLIP model needs to be loaded. Provenance: assets/README.md.
     """
-    path = resources.files(__package__) / "assets" / "empty_prompt_embeds_sd2.safetensors"
+    path = resources.files("lotus_core") / "assets" / "empty_prompt_embeds_sd2.safetensors"
     with resources.as_file(path) as file:
         return load_file(file)["prompt_embeds"]
 

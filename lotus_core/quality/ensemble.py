@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import torch
 
-from .alignment import align_to, into_unit_range
-from .depthmap import DepthMap
-from .errors import LotusError, check_choice
-from .imaging import validating_images
-from .inference import run_prediction
-from .model import LotusModel
-from .variants import Quantity
+from ..depthmap import DepthMap
+from ..errors import LotusError, check_choice
+from ..loading.model import LotusModel
+from ..loading.variants import Quantity
+from ..prediction.images import validating_images
+from ..prediction.predict import run_prediction
+from ..quality.alignment import align_to, into_unit_range
 
 REDUCTIONS = ("median", "mean")
 ALIGNMENT_ROUNDS = 2  # align to the current consensus, recompute it, once more: enough to converge

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 import psutil
 import torch
 
-from .errors import LotusError
-from .imaging import processing_size
+from ..errors import LotusError
+from ..prediction.images import processing_size
 
 log = logging.getLogger(__name__)
 

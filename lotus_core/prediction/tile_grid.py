@@ -1,7 +1,7 @@
 """Overlapping tiles over an image and smooth blend weights that sum to one at every pixel.
 
 Used twice: by the high-resolution prediction (tiles of the image, ``tiling.py``) and by the VAE
-on images too large for memory (tiles of the latent, ``vae_tiles.py``).
+on images too large for memory (tiles of the latent, ``vae_tiling.py``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .alignment import align_to
-from .errors import LotusError
-from .imaging import MIN_EDGE
+from ..errors import LotusError
+from ..prediction.images import MIN_EDGE
+from ..quality.alignment import align_to
 
 
 @dataclass(frozen=True)

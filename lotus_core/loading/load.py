@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from .architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
-from .checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
-from .errors import LotusError
-from .hub import ProgressCallback, fetch
-from .model import LotusModel
-from .precision import resolve_dtype, vae_dtype_for
-from .variants import (
+from ..errors import LotusError
+from ..loading.architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
+from ..loading.checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
+from ..loading.hub import ProgressCallback, fetch
+from ..loading.model import LotusModel
+from ..loading.precision import resolve_dtype, vae_dtype_for
+from ..loading.variants import (
     KNOWN_CHECKPOINTS,
     Quantity,
     coerce_quantity,
@@ -47,7 +47,7 @@ def load_model(
             diffusers folder (``model_index.json``, ``unet/``, ``vae/``), or the name of a published
             release (``KNOWN_CHECKPOINTS``, e.g. "lotus-depth-g-v2-1-disparity") that is not an
             existing path: it is taken from the Hugging Face cache, downloaded first if needed
-            (``lotus_core.hub.fetch``).
+            (``lotus_core.fetch``).
         vae: an SD1.x/SD2 VAE file or ``vae/`` folder; defaults to the checkpoint folder's ``vae/``.
         quantity: "depth", "disparity" or "normal"; needed only for files not in the table of
             known releases (``lotus_core.KNOWN_CHECKPOINTS``).

@@ -12,14 +12,14 @@ from dataclasses import replace
 
 import torch
 
-from .alignment import into_unit_range
-from .depthmap import DepthMap
-from .imaging import validating_images
-from .inference import DEFAULT_PROCESSING_RESOLUTION, run_prediction
-from .model import LotusModel
-from .progress import part
-from .tiles import blend_tiles, tile_layout
-from .variants import Quantity
+from ..depthmap import DepthMap
+from ..loading.model import LotusModel
+from ..loading.variants import Quantity
+from ..prediction.images import validating_images
+from ..prediction.predict import DEFAULT_PROCESSING_RESOLUTION, run_prediction
+from ..prediction.progress import part
+from ..prediction.tile_grid import blend_tiles, tile_layout
+from ..quality.alignment import into_unit_range
 
 DEFAULT_TILE_SIZE = 768
 DEFAULT_OVERLAP = 128

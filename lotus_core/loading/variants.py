@@ -1,7 +1,7 @@
 """The published Lotus releases: what each predicts, where to download it, how to recognise it on disk.
 
 ``KNOWN_CHECKPOINTS`` is the one source of truth for loading (output quantity by name or hash),
-downloading (``lotus_core.hub``), the CLI and ComfyUI's loader (names offered for download) and the
+downloading (``loading/hub.py``), the CLI and ComfyUI's loader (names offered for download) and the
 README's model table (``models_markdown``).
 
 The output quantity cannot be read from the weights (depth, disparity and normal checkpoints share
@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LotusError, check_choice
+from ..errors import LotusError, check_choice
 
 
 class Quantity(str, enum.Enum):

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .depthmap import DepthMap
-from .errors import LotusError, check_choice
+from ..depthmap import DepthMap
+from ..errors import LotusError, check_choice
 
 FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
 PNG16_MAX = 65535

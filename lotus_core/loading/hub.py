@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import LotusError
-from .variants import KNOWN_CHECKPOINTS, HubFile, KnownCheckpoint, known_checkpoint, sha256_of
+from ..errors import LotusError
+from ..loading.variants import KNOWN_CHECKPOINTS, HubFile, KnownCheckpoint, known_checkpoint, sha256_of
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (bytes done, bytes to download) during a download; it may raise to cancel it."""

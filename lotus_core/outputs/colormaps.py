@@ -14,8 +14,8 @@ from importlib import resources
 import torch
 from safetensors.torch import load_file
 
-from .depthmap import DepthMap
-from .errors import check_choice
+from ..depthmap import DepthMap
+from ..errors import check_choice
 
 # name -> whether near sits at the table's low end (Spectral starts red; the others end bright/red)
 COLORMAPS = {"spectral": True, "inferno": False, "magma": False, "turbo": False, "viridis": False, "gray": False}
@@ -24,7 +24,7 @@ TABLE_SIZE = 256
 
 @lru_cache(maxsize=1)
 def _tables() -> dict[str, torch.Tensor]:
-    path = resources.files(__package__) / "assets" / "colormaps.safetensors"
+    path = resources.files("lotus_core") / "assets" / "colormaps.safetensors"
     with resources.as_file(path) as file:
         return load_file(file)
 

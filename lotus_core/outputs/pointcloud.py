@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .depthmap import DepthMap
-from .errors import LotusError
-from .geometry import points_from_depth
+from ..depthmap import DepthMap
+from ..errors import LotusError
+from ..outputs.geometry import points_from_depth
 
 
 def grid_faces(z_depth: np.ndarray, edge_threshold: float | None = 0.05) -> np.ndarray:

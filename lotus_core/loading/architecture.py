@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import LotusError
+from ..errors import LotusError
 
 # SD2's attention heads are 64 wide; diffusers' legacy `attention_head_dim` holds the head *count*.
 SD_HEAD_WIDTH = 64

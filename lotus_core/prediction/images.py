@@ -15,7 +15,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
-from .errors import LotusError, check_choice
+from ..errors import LotusError, check_choice
 
 MIN_EDGE = 8  # the VAE downsamples by 8: anything smaller has no latent pixel
 RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
