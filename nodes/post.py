@@ -16,7 +16,10 @@ from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
 from ..lotus_core import (
+    AXES,
+    CAMERAS,
     COLORMAPS,
+    FILE_FORMATS,
     NORMAL_CONVENTIONS,
     DepthMap,
     Quantity,
@@ -31,8 +34,6 @@ from ..lotus_core import (
     with_known_distances,
     with_near_far,
 )
-from ..lotus_core.outputs.files import FORMATS
-from ..lotus_core.outputs.geometry import AXES, CAMERAS
 from .base import LotusNode, schema
 from .predict import LotusDepthMapType
 
@@ -182,7 +183,7 @@ class SaveDepth(LotusNode):
             inputs=[
                 _depth_input(" lotus_depth saves the model's own values."),
                 _quantity_input(),
-                io.Combo.Input("format", options=list(FORMATS), default="png16",
+                io.Combo.Input("format", options=list(FILE_FORMATS), default="png16",
                                tooltip="png16: 16-bit greyscale PNG (0..1 -> 0..65535; other ranges are written"
                                        " into the file). exr: 32-bit float, ZIP-compressed, channel Y. npy: float32"
                                        " array + .json metadata."),
@@ -207,7 +208,7 @@ class SaveDepth(LotusNode):
         extra = cls._workflow_metadata() if format == "png16" else {}
         results = []
         for frame in range(batch):
-            file = f"{name.replace('%batch_num%', str(frame))}_{counter + frame:05}_{FORMATS[format]}"
+            file = f"{name.replace('%batch_num%', str(frame))}_{counter + frame:05}_{FILE_FORMATS[format]}"
             save_depth_frame(os.path.join(folder, file), depth_map, frame, format, low=low, high=high,
                              extra=extra)
             results.append(ui.SavedResult(file, subfolder, io.FolderType.output))

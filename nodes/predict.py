@@ -7,8 +7,16 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..lotus_core import DepthMap, LotusError, Quantity, normals_to_image, predict, to_controlnet
-from ..lotus_core.prediction.images import processing_size
+from ..lotus_core import (
+    DEFAULT_PROCESSING_RESOLUTION,
+    DepthMap,
+    LotusError,
+    Quantity,
+    activation_bytes,
+    normals_to_image,
+    predict,
+    to_controlnet,
+)
 from .base import LotusNode, schema
 from .comfy_model import ComfyLotusModel
 from .loader import LotusModelType
@@ -28,7 +36,8 @@ def prediction_inputs(noise: bool = True) -> list:
         LotusModelType.Input("lotus_model", tooltip="From the Load Lotus Model node."),
         io.Image.Input("image", tooltip="Images to analyse; an alpha channel is ignored. The output has"
                                         " exactly their size."),
-        io.Int.Input("processing_resolution", default=768, min=0, max=MAX_PROCESSING_RESOLUTION, step=8,
+        io.Int.Input("processing_resolution", default=DEFAULT_PROCESSING_RESOLUTION, min=0,
+                     max=MAX_PROCESSING_RESOLUTION, step=8,
                      tooltip="Long edge the model sees (768 as the official Lotus). 0 = the image's own"
                              " size (slow and memory-hungry for large images). A size whose working memory"
                              " cannot fit is refused with the largest that does."),
@@ -66,12 +75,13 @@ def core_images(image: torch.Tensor) -> torch.Tensor:
     return image[..., :3].movedim(-1, 1)  # checked once, by the core's prediction
 
 
-def prepare(model: ComfyLotusModel, images: torch.Tensor, sizes: list[tuple[int, int]],
-            chunk_size: int) -> dict:
-    """Load the model with room for one chunk at the largest of ``sizes``; the core's options that
-    say how: chunks, ComfyUI's memory budget, progress bar and Cancel."""
-    size = max(sizes, key=lambda s: s[0] * s[1])
-    budget = model.load(size, min(chunk_size or 1, images.shape[0]))  # auto (0): room for one, the core fits the rest
+def prepare(model: ComfyLotusModel, images: torch.Tensor, processing_resolution: int, chunk_size: int,
+            tile_size: int | None = None) -> dict:
+    """Load the model with room for one chunk (auto, 0: room for one, the core fits the rest); the
+    core's options that say how to run: chunks, ComfyUI's memory budget, progress bar and Cancel."""
+    per_pass = min(chunk_size or 1, images.shape[0])
+    need = activation_bytes(model.core, images.shape[-2:], processing_resolution, per_pass, tile_size=tile_size)
+    budget = model.load(need)
     progress = comfy.utils.ProgressBar(1)
     return dict(chunk_size=chunk_size or None, memory_limit=budget,
                 callback=lambda done, total: progress.update_absolute(done, total),
@@ -95,7 +105,7 @@ def depth_result(prediction: DepthMap, *extra: torch.Tensor, **normalisation) ->
 
 def _predict(model: ComfyLotusModel, image, processing_resolution, seed, noise, chunk_size) -> DepthMap:
     images = core_images(image)
-    options = prepare(model, images, [processing_size(*images.shape[-2:], processing_resolution)], chunk_size)
+    options = prepare(model, images, processing_resolution, chunk_size)
     return predict(model.core, images, processing_resolution=processing_resolution, seed=seed,
                    shared_noise=noise == NOISE_MODES[1], **options)
 

@@ -9,10 +9,10 @@ from tiny import tiny_unet, tiny_vae
 
 import lotus_core
 from lotus_core.outputs.levels import normalize
-from lotus_core.prediction.tile_grid import blend_tiles, blend_weights, tile_layout
+from lotus_core.prediction.tile_grid import blend_weights, tile_layout
 from lotus_core.quality.alignment import fit_scale_shift, into_unit_range
 from lotus_core.quality.ensemble import predict_ensemble
-from lotus_core.quality.highres import predict_tiled
+from lotus_core.quality.highres import blend_tiles, predict_tiled
 from lotus_core.quality.video import predict_video, stabilize
 
 pytestmark = pytest.mark.core  # no ComfyUI (layers: tests/conftest.py)

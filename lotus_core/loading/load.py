@@ -9,12 +9,12 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import LotusError
-from ..loading.architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
-from ..loading.checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
-from ..loading.hub import ProgressCallback, fetch
-from ..loading.model import LotusModel
-from ..loading.precision import resolve_dtype, vae_dtype_for
-from ..loading.variants import (
+from .architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
+from .checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
+from .hub import ProgressCallback, fetch
+from .model import LotusModel
+from .precision import resolve_dtype, vae_dtype_for
+from .variants import (
     KNOWN_CHECKPOINTS,
     Quantity,
     coerce_quantity,

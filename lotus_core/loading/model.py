@@ -11,8 +11,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 
 from ..errors import LotusError
-from ..loading.architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
-from ..loading.variants import Quantity, coerce_quantity
+from .architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
+from .variants import Quantity, coerce_quantity
 
 
 @lru_cache(maxsize=1)

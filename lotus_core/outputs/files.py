@@ -24,7 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 from ..depthmap import DepthMap
 from ..errors import LotusError, check_choice
 
-FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
+FILE_FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
 PNG16_MAX = 65535
 # key -> type, for reading the text of PNG chunks and sidecars back
 METADATA_TYPES = {
@@ -117,7 +117,7 @@ def save_depth_frame(path: str | Path, depth: DepthMap, frame: int, fmt: str, *,
 
     ``low``/``high``: the png16 encoding range (default: ``min(0, data)`` .. ``max(1, data)`` of the frame).
     """
-    check_choice("format", fmt, FORMATS)
+    check_choice("format", fmt, FILE_FORMATS)
     values = depth.values[frame, 0]
     metadata = {**(extra or {}), **depth_metadata(depth, frame)}
     if fmt == "png16":

@@ -27,7 +27,7 @@ import torch
 
 from ..depthmap import DepthMap
 from ..errors import LotusError, check_choice
-from ..outputs.metric import with_near_far
+from .metric import with_near_far
 
 CAMERAS = ("pinhole", "orthographic")
 AXES = ("opengl", "opencv")  # opencv: x right, y down, z forward (the camera looks along +z)

@@ -16,7 +16,7 @@ import torch
 
 from ..depthmap import DepthMap
 from ..errors import LotusError
-from ..outputs.geometry import points_from_depth
+from .geometry import points_from_depth
 
 
 def grid_faces(z_depth: np.ndarray, edge_threshold: float | None = 0.05) -> np.ndarray:

@@ -14,7 +14,7 @@ import psutil
 import torch
 
 from ..errors import LotusError
-from ..prediction.images import processing_size
+from .images import processing_size
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,19 @@ def check_fits(image_size: tuple[int, int], processing_resolution: int, element_
         f"processing_resolution={processing_resolution} means {size[1]}x{size[0]} px for this"
         f" {image_size[1]}x{image_size[0]} image, which needs about {need / 1e9:.1f} GB of working memory;"
         f" {budget / 1e9:.1f} GB are available: {advice} (or use bf16/fp16, or free memory)")
+
+
+def activation_bytes(model, image_size: tuple[int, int], processing_resolution: int, images: int = 1, *,
+                     tile_size: int | None = None) -> int:
+    """Working memory ``images`` of ``image_size`` (h, w) need at ``processing_resolution`` with the
+    whole-image VAE: what a host should make room for before predicting (ComfyUI's model
+    management). With ``tile_size``: high-res tiles, the larger of the global pass and one tile."""
+    element_size = model.vae.dtype.itemsize
+    need = working_bytes(processing_size(*image_size, processing_resolution), element_size)
+    if tile_size is not None:
+        tile = (min(tile_size, image_size[0]), min(tile_size, image_size[1]))
+        need = max(need, working_bytes(tile, element_size))
+    return need * images
 
 
 def working_bytes(size: tuple[int, int], element_size: int, vae_tile: int | None = None) -> int:

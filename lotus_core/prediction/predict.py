@@ -12,10 +12,10 @@ from ..errors import LotusError, check_choice
 from ..loading.architecture import LATENT_CHANNELS
 from ..loading.model import LotusModel
 from ..loading.variants import Quantity
-from ..prediction.images import check_resize_mode, processing_size, resize, validating_images
-from ..prediction.memory import MemoryPlan, check_fits, memory_budget, plan_memory
-from ..prediction.progress import InterruptCheck, ProgressCallback, Steps, interruptible
+from ..progress import InterruptCheck, ProgressCallback, Steps, interruptible
 from . import vae_tiling
+from .images import check_resize_mode, processing_size, resize, validating_images
+from .memory import MemoryPlan, check_fits, memory_budget, plan_memory
 
 log = logging.getLogger(__name__)
 

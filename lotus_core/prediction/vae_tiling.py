@@ -13,8 +13,8 @@ from collections.abc import Callable
 import torch
 from diffusers import AutoencoderKL
 
-from ..prediction.memory import VAE_SCALE
-from ..prediction.tile_grid import Tile, blend_weights, tile_layout
+from .memory import VAE_SCALE
+from .tile_grid import Tile, blend_weights, tile_layout
 
 
 def count(latent_size: tuple[int, int], tile: int | None) -> int:

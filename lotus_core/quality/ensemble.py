@@ -12,7 +12,7 @@ from ..loading.model import LotusModel
 from ..loading.variants import Quantity
 from ..prediction.images import validating_images
 from ..prediction.predict import run_prediction
-from ..quality.alignment import align_to, into_unit_range
+from .alignment import align_to, into_unit_range
 
 REDUCTIONS = ("median", "mean")
 ALIGNMENT_ROUNDS = 2  # align to the current consensus, recompute it, once more: enough to converge

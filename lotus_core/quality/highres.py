@@ -8,6 +8,7 @@ tiles are then blended with smooth weights that sum to one at every pixel, so no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 import torch
@@ -17,9 +18,9 @@ from ..loading.model import LotusModel
 from ..loading.variants import Quantity
 from ..prediction.images import validating_images
 from ..prediction.predict import DEFAULT_PROCESSING_RESOLUTION, run_prediction
-from ..prediction.progress import part
-from ..prediction.tile_grid import blend_tiles, tile_layout
-from ..quality.alignment import into_unit_range
+from ..prediction.tile_grid import Tile, blend_weights, tile_layout
+from ..progress import part
+from .alignment import align_to, into_unit_range
 
 DEFAULT_TILE_SIZE = 768
 DEFAULT_OVERLAP = 128
@@ -63,3 +64,20 @@ def _predict_tiled(
 
 
 predict_tiled = validating_images(_predict_tiled)
+
+
+def blend_tiles(reference: torch.Tensor, tiles: list[Tile], tile_values: Iterable[torch.Tensor], overlap: int,
+                align: bool = True) -> torch.Tensor:
+    """Blend per-tile maps [B, C, h, w] into one [B, C, H, W] the size of ``reference``.
+
+    With ``align``, each tile is first mapped onto ``reference`` (the global prediction) by its
+    least-squares scale and shift over the tile's area. ``tile_values`` may be a generator, so only
+    one tile needs to exist at a time.
+    """
+    height, width = reference.shape[-2:]
+    result = torch.zeros_like(reference)
+    for tile, weight, values in zip(tiles, blend_weights(tiles, height, width, overlap), tile_values, strict=True):
+        area = (..., *tile.region)
+        values = values.to(reference)
+        result[area] += weight * (align_to(values, reference[area]) if align else values)
+    return result

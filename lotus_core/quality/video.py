@@ -12,7 +12,7 @@ from ..loading.model import LotusModel
 from ..loading.variants import Quantity
 from ..prediction.images import validating_images
 from ..prediction.predict import run_prediction
-from ..quality.alignment import align_to, into_unit_range
+from .alignment import align_to, into_unit_range
 
 ALIGN_MODES = ("previous", "first", "none")
 DEFAULT_LATENT_BLEND = 0.1  # the official demo: noise = 0.9 * shared noise + 0.1 * previous x0
