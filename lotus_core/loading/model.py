@@ -14,6 +14,9 @@ from ..errors import LotusError
 from .architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
 from .variants import Quantity, coerce_quantity
 
+# lotus_core, wherever it is imported from (inside ComfyUI it is <pack folder>.lotus_core).
+CORE_PACKAGE = __name__.rsplit(".", 2)[0]
+
 
 @lru_cache(maxsize=1)
 def empty_prompt_embeds() -> torch.Tensor:
@@ -22,7 +25,7 @@ def empty_prompt_embeds() -> torch.Tensor:
     Lotus froze the SD2 text encoder and always feeds it "" without padding (BOS + EOS), so its
     output is a constant and no CLIP model needs to be loaded. Provenance: assets/README.md.
     """
-    path = resources.files("lotus_core") / "assets" / "empty_prompt_embeds_sd2.safetensors"
+    path = resources.files(CORE_PACKAGE) / "assets" / "empty_prompt_embeds_sd2.safetensors"
     with resources.as_file(path) as file:
         return load_file(file)["prompt_embeds"]
 

@@ -17,6 +17,9 @@ from safetensors.torch import load_file
 from ..depthmap import DepthMap
 from ..errors import check_choice
 
+# lotus_core, wherever it is imported from (inside ComfyUI it is <pack folder>.lotus_core).
+CORE_PACKAGE = __name__.rsplit(".", 2)[0]
+
 # name -> whether near sits at the table's low end (Spectral starts red; the others end bright/red)
 COLORMAPS = {"spectral": True, "inferno": False, "magma": False, "turbo": False, "viridis": False, "gray": False}
 TABLE_SIZE = 256
@@ -24,7 +27,7 @@ TABLE_SIZE = 256
 
 @lru_cache(maxsize=1)
 def _tables() -> dict[str, torch.Tensor]:
-    path = resources.files("lotus_core") / "assets" / "colormaps.safetensors"
+    path = resources.files(CORE_PACKAGE) / "assets" / "colormaps.safetensors"
     with resources.as_file(path) as file:
         return load_file(file)
 
