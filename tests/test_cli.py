@@ -48,7 +48,8 @@ def test_cli_writes_what_the_core_predicts(files, tmp_path):
     assert main([str(checkpoint), str(images), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "64",
                  "--seed", "3", "--save", "png16", "npy", "control"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "a_control.png", "a_depth.npy", "a_depth.png", "b_control.png", "b_depth.npy", "b_depth.png"]
+        "a_control.png", "a_depth.npy", "a_depth.npy.json", "a_depth.png",
+        "b_control.png", "b_depth.npy", "b_depth.npy.json", "b_depth.png"]
 
     model = lotus_core.load_model(checkpoint, vae)
     rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
