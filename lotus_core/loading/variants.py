@@ -8,12 +8,12 @@ The output quantity cannot be read from the weights (depth, disparity and normal
 one architecture), so it comes from this table, from an explicit override, or not at all: guessing
 would silently invert a depth map.
 
-Facts come from lotus_reference.md §2. Sizes are approximate (the Hub's listing: UNet fp32 3.47 GB,
-VAE fp32 335 MB in v1 repos and fp16 167 MB in v2 repos); downloads use the exact sizes the Hub
-reports and fall back to these. No commit of the jingheya repos has been pinned (``revision=None``
-means the ``main`` branch), and no full sha256 of their files is published here: downloads are
-verified against the sha256 the Hub itself reports for LFS files (see ``hub.py``). Only three
-8-hex sha256 prefixes of Kijai's ComfyUI files are known.
+Facts come from the releases' Hugging Face pages (huggingface.co/jingheya, Kijai, Comfy-Org). Sizes are
+approximate (the Hub's listing: UNet fp32 3.47 GB, VAE fp32 335 MB in v1 repos and fp16 167 MB in v2
+repos); downloads use the exact sizes the Hub reports and fall back to these. No commit of the jingheya
+repos has been pinned (``revision=None`` means the ``main`` branch), and no full sha256 of their files
+is published here: downloads are verified against the sha256 the Hub itself reports for LFS files (see
+``hub.py``). Only three 8-hex sha256 prefixes of Kijai's ComfyUI files are known.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class SingleFile:
 
 @dataclass(frozen=True)
 class KnownCheckpoint:
-    """A published Lotus release (lotus_reference.md §2.1) and its repackagings (§2.5)."""
+    """A published Lotus release (jingheya/<name> on Hugging Face) and its ComfyUI repackagings."""
 
     name: str  # the Hugging Face repo name under jingheya/
     quantity: Quantity

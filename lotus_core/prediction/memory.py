@@ -19,7 +19,7 @@ from .images import processing_size
 log = logging.getLogger(__name__)
 
 # Peak activations per processed pixel, in elements of the VAE's dtype, for the SD VAE and the SD2
-# UNet. From the official pipeline's fp32 working sets (perf_baseline.md §4: decoder 1.1 GB at 512²
+# UNet. From the official pipeline's fp32 working sets, measured on this project's CPU (decoder 1.1 GB at 512²
 # and 2.3 GB at 768², UNet 0.1-0.3 GB), rounded up. The VAE's is its decoder's: the encoder, which
 # runs before the UNet and never at the same time, needs less (0.7 / 1.4 GB).
 VAE_ELEMENTS_PER_PIXEL = 1100

@@ -1,4 +1,4 @@
-"""Single-step Lotus prediction (lotus_reference.md §1), for batches of any size."""
+"""Single-step Lotus prediction as the official pipeline (github.com/EnVision-Research/Lotus), any batch size."""
 
 from __future__ import annotations
 
