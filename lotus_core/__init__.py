@@ -5,17 +5,25 @@
     prediction = lotus_core.predict(model, images, seed=0)          # images: [B, 3, H, W] in [0, 1]
     control = lotus_core.to_controlnet(prediction)                  # [B, 1, H, W], near = white
 
-Three groups of names: loading and prediction (``load_model`` … ``to_controlnet``), better-than-
-reference prediction (``predict_ensemble``, ``predict_tiled``, ``predict_video``), and depth for other
-tools (``DepthMap``, colour maps, levels, files, geometry, point clouds).
+The layers, each a subpackage: ``loading`` (checkpoints, releases, precision), ``prediction`` (the
+pipeline, its memory plan, VAE tiles), ``quality`` (ensembles, high-res tiles, video) and ``outputs``
+(depth for other tools). Every prediction returns one type, ``DepthMap``, which every output
+function takes. This module's names are the public API: ComfyUI's nodes use nothing else.
 """
 
-from .colormaps import COLORMAPS, colorize
-from .depthmap import DepthMap, with_known_distances, with_near_far
-from .ensemble import predict_ensemble
+from .depthmap import DepthMap, LotusPrediction, normals_to_image, to_controlnet
 from .errors import LotusError, check_choice
-from .export import read_depth_file, save_depth_frame, write_exr, write_npy, write_png16
-from .geometry import (
+from .loading.checkpoint import holds_lotus_unet
+from .loading.hub import fetch, missing_files
+from .loading.load import load_model
+from .loading.model import LotusModel
+from .loading.precision import PRECISIONS, choose_dtypes
+from .loading.variants import KNOWN_CHECKPOINTS, KnownCheckpoint, Quantity, known_checkpoint
+from .outputs.colormaps import COLORMAPS, colorize
+from .outputs.files import FILE_FORMATS, read_depth_file, save_depth_frame, write_exr, write_npy, write_png16
+from .outputs.geometry import (
+    AXES,
+    CAMERAS,
     NORMAL_CONVENTIONS,
     convert_normal_map,
     decode_normals,
@@ -23,26 +31,31 @@ from .geometry import (
     normals_from_depth,
     points_from_depth,
 )
-from .hub import fetch
-from .inference import predict
-from .levels import normalize, percentile_range, remap
-from .loading import load_model
-from .model import LotusModel
-from .outputs import LotusPrediction, normals_to_image, to_controlnet
-from .pointcloud import save_point_cloud, write_ply
-from .tiling import predict_tiled
-from .variants import KNOWN_CHECKPOINTS, Quantity
-from .video import predict_video
+from .outputs.levels import normalize, percentile_range, remap
+from .outputs.metric import with_known_distances, with_near_far
+from .outputs.pointcloud import save_point_cloud, write_ply
+from .prediction.memory import activation_bytes, available_bytes, usable_bytes
+from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, predict
+from .progress import InterruptCheck, ProgressCallback
+from .quality.ensemble import REDUCTIONS, predict_ensemble
+from .quality.highres import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_tiled
+from .quality.video import ALIGN_MODES, DEFAULT_LATENT_BLEND, predict_video
 
 __all__ = [
-    # loading and prediction
-    "KNOWN_CHECKPOINTS", "LotusError", "LotusModel", "LotusPrediction", "Quantity", "check_choice", "fetch",
-    "load_model", "normals_to_image", "predict", "to_controlnet",
+    # loading
+    "KNOWN_CHECKPOINTS", "KnownCheckpoint", "LotusModel", "PRECISIONS", "Quantity", "choose_dtypes", "fetch",
+    "holds_lotus_unet", "known_checkpoint", "load_model", "missing_files",
+    # prediction: one entry point, its options and its memory budget
+    "DEFAULT_PROCESSING_RESOLUTION", "InterruptCheck", "ProgressCallback", "activation_bytes", "available_bytes",
+    "predict", "usable_bytes",
     # better than the reference
-    "predict_ensemble", "predict_tiled", "predict_video",
-    # depth for other tools
-    "COLORMAPS", "DepthMap", "NORMAL_CONVENTIONS", "colorize", "convert_normal_map", "decode_normals",
-    "encode_normals", "normalize", "normals_from_depth", "percentile_range", "points_from_depth", "read_depth_file",
-    "remap", "save_depth_frame", "save_point_cloud", "with_known_distances", "with_near_far", "write_exr",
-    "write_npy", "write_ply", "write_png16",
+    "ALIGN_MODES", "DEFAULT_LATENT_BLEND", "DEFAULT_OVERLAP", "DEFAULT_TILE_SIZE", "REDUCTIONS", "predict_ensemble",
+    "predict_tiled", "predict_video",
+    # the one value type, and depth for other tools
+    "AXES", "CAMERAS", "COLORMAPS", "DepthMap", "FILE_FORMATS", "NORMAL_CONVENTIONS", "colorize",
+    "convert_normal_map", "decode_normals", "encode_normals", "normalize", "normals_from_depth", "normals_to_image",
+    "percentile_range", "points_from_depth", "read_depth_file", "remap", "save_depth_frame", "save_point_cloud",
+    "to_controlnet", "with_known_distances", "with_near_far", "write_exr", "write_npy", "write_ply", "write_png16",
+    # errors, and names kept for older code
+    "LotusError", "LotusPrediction", "check_choice",
 ]

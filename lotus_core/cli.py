@@ -12,20 +12,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .colormaps import COLORMAPS, colorize
-from .depthmap import DepthMap
-from .ensemble import predict_ensemble
+from .depthmap import DepthMap, to_controlnet
 from .errors import LotusError
-from .export import save_depth_frame, write_exr
-from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
-from .loading import DTYPES, load_model
-from .outputs import normals_to_image, to_controlnet
-from .tiling import predict_tiled
-from .variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
-from .video import predict_video
+from .loading.load import load_model
+from .loading.precision import PRECISIONS
+from .loading.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
+from .outputs.colormaps import COLORMAPS
+from .outputs.files import FILE_FORMATS, save_depth_frame, write_npy
+from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, predict
+from .quality.ensemble import predict_ensemble
+from .quality.highres import predict_tiled
+from .quality.video import predict_video
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-SAVE_KINDS = ("png16", "npy", "control", "exr", "color")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,9 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=DEFAULT_PROCESSING_RESOLUTION,
                         help="processing long edge (default %(default)s; 0 = native size)")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise and VAE sampling (default 0)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights precision")
+    parser.add_argument("--dtype", choices=PRECISIONS, default="fp32",
+                        help="weights precision (auto: bf16/fp16 on a GPU, fp32 on a CPU; the VAE never in fp16)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["png16", "npy"],
+    parser.add_argument("--save", nargs="+", choices=list(FILE_FORMATS), default=["png16", "npy"],
                         help="png16: 16-bit PNG of the native output (metadata in text chunks); npy: float32"
                              " array; control: 8-bit ControlNet map (near = white); exr: 32-bit float EXR"
                              " (metadata in the header); color: 8-bit colour view (--colormap)")
@@ -115,34 +115,20 @@ def default_device() -> str:
     return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
-def save(prediction, stem: Path, kinds: list[str], *, colormap: str = "spectral", model: str = "",
-         processing_resolution: int | None = None, control: torch.Tensor | None = None) -> None:
-    """Write one image's prediction; ``control`` overrides its ControlNet map (video: sequence-wide)."""
-    if prediction.quantity is Quantity.NORMAL:
-        values = prediction.values[0].permute(1, 2, 0).cpu().numpy()  # [H,W,3] unit vectors
-        rgb = normals_to_image(prediction)[0].permute(1, 2, 0).cpu().numpy()
-        if {"png16", "control", "color"} & set(kinds):  # PIL writes RGB PNGs with 8 bits per channel only
-            Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(f"{stem}_normal.png")
-        if "exr" in kinds:
-            write_exr(f"{stem}_normal.exr", values)  # R, G, B = the unit vector's x (left), y (up), z
-        suffix = "normal"
-    else:
-        depth = DepthMap.from_prediction(prediction, model, processing_resolution)
-        values = prediction.values[0, 0].cpu().numpy()  # [H,W] in [0,1]
-        suffix = prediction.quantity.value
-        for kind, extension in (("png16", "png"), ("exr", "exr")):
-            if kind in kinds:
-                save_depth_frame(f"{stem}_{suffix}.{extension}", depth, 0, kind)  # png16: value * 65535
-        if "color" in kinds:  # truncated to 8 bits as the reference's visualisation
-            colours = colorize(depth, colormap)[0].permute(1, 2, 0).cpu().numpy()
-            Image.fromarray((colours * 255).astype(np.uint8)).save(f"{stem}_{suffix}_{colormap}.png")
-        if "control" in kinds:
-            control = (to_controlnet(prediction) if control is None else control)[0, 0].cpu().numpy()
-            Image.fromarray(np.round(control * 255).astype(np.uint8)).save(f"{stem}_control.png")
-    if "npy" in kinds:
-        np.save(f"{stem}_{suffix}.npy", values.astype(np.float32))
-        if prediction.uncertainty is not None:
-            np.save(f"{stem}_uncertainty.npy", prediction.uncertainty[0, 0].cpu().numpy())
+def save(prediction: DepthMap, stem: Path, kinds: list[str], *, colormap: str = "spectral",
+         control: torch.Tensor | None = None) -> None:
+    """Write one image's prediction in each of ``kinds`` (``FILE_FORMATS``) as <stem>_<what>.<ending>;
+    ``control`` overrides its ControlNet map (video: one normalisation for the sequence)."""
+    quantity = prediction.quantity.value
+    names = {"png16": f"_{quantity}.png", "exr": f"_{quantity}.exr", "npy": f"_{quantity}.npy",
+             "control": "_control.png", "color": f"_{quantity}_{colormap}.png"}
+    if prediction.quantity is Quantity.NORMAL:  # a normal map is the one picture of normals
+        kinds = list(dict.fromkeys("png16" if kind in ("control", "color") else kind for kind in kinds))
+    for kind in kinds:
+        save_depth_frame(f"{stem}{names[kind]}", prediction, 0, kind, colormap=colormap, control=control)
+    if "npy" in kinds and prediction.uncertainty is not None:
+        write_npy(f"{stem}_uncertainty.npy", prediction.uncertainty[0, 0],
+                  {"lotus_model": prediction.model, "lotus_quantity": f"spread of the ensemble's {quantity}"})
 
 
 class DownloadBar:
@@ -195,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
             control = to_controlnet(prediction, per_image=False) if depth else None
             for index, path in enumerate(images):
                 save(prediction.frame(index), args.output / path.stem, args.save, colormap=args.colormap,
-                     model=model.name, processing_resolution=args.resolution,
                      control=None if control is None else control[index:index + 1])
             return 0
         for path in tqdm(images, desc="lotus", unit="image", disable=len(images) < 2):
@@ -206,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 prediction = predict_tiled(model, image, tile_size=args.tile, overlap=args.overlap, **options)
             else:
                 prediction = predict(model, image, **options)
-            save(prediction, args.output / path.stem, args.save, colormap=args.colormap, model=model.name,
-                 processing_resolution=args.resolution)
+            save(prediction, args.output / path.stem, args.save, colormap=args.colormap)
     except (LotusError, OSError) as error:
         sys.stderr.write(f"lotus-depth: error: {error}\n")
         return 2

@@ -1,39 +1,36 @@
-"""A depth map together with what its values mean, and turning affine-invariant maps into distances.
+"""The one value type: a prediction's values together with what they mean and where they came from.
 
 Lotus depth is affine-invariant: ``value = a * truth + b`` for an unknown ``a`` and ``b``, in depth
-(v1.x checkpoints, near = 0) or in disparity = 1 / depth (``*-disparity`` checkpoints, near = 1).
-Distances therefore need two numbers from the user, either the distances that the values 0 and 1
-stand for (``with_near_far``) or the distances of two pixels (``with_known_distances``); the
-affine map is applied where the model's affine ambiguity lives (in depth or in disparity).
-Metric maps hold z-depth: the distance along the camera's viewing axis, not along the ray.
+(v1.x checkpoints, near = 0) or in disparity = 1 / depth (``*-disparity`` checkpoints, near = 1);
+``metric.py`` turns it into distances. Which end is near is read in one place,
+``DepthMap.nearness``: the ControlNet map, the colour maps and the geometry's height fields start from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import LotusError
-from .variants import Quantity
-
-if TYPE_CHECKING:
-    from .outputs import LotusPrediction
+from .loading.variants import Quantity, coerce_quantity
+from .outputs.levels import normalize
 
 
 @dataclass(frozen=True)
 class DepthMap:
-    """Depth values and their meaning, as the save, colour, normal and point-cloud functions need it.
+    """What every prediction returns and every output function takes.
 
     Attributes:
-        values: [B, 1, H, W] float. Affine-invariant depth or disparity (Lotus: in [0, 1]), or metric
-            z-depth when ``unit`` is set.
-        quantity: ``Quantity.DEPTH`` (near = low values) or ``Quantity.DISPARITY`` (near = high).
+        values: [B, 1, H, W] float depth or disparity (Lotus: in [0, 1]; metric z-depth when ``unit``
+            is set), or [B, 3, H, W] unit normals (x left, y up, z towards the viewer).
+        quantity: ``Quantity.DEPTH`` (near = low values), ``Quantity.DISPARITY`` (near = high) or
+            ``Quantity.NORMAL``.
         model: the checkpoint that made it ("" if unknown), written into saved files.
         processing_resolution: the long edge the model saw (0 = native; None if unknown).
-        unit: for metric z-depth, the unit of the distances it was made from (e.g. "m"); None for
-            affine-invariant maps.
+        unit: for metric z-depth, the unit of its distances (e.g. "m"); None for affine-invariant maps.
+        latent: [B, 4, h, w] the predicted clean latent (x0), e.g. to blend into the next video frame.
+        uncertainty: [B, 1, H, W] spread of an ensemble's members (None for single predictions).
     """
 
     values: torch.Tensor
@@ -41,31 +38,20 @@ class DepthMap:
     model: str = ""
     processing_resolution: int | None = None
     unit: str | None = None
+    latent: torch.Tensor | None = None
+    uncertainty: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        values = self.values
-        if not isinstance(values, torch.Tensor) or values.ndim != 4 or values.shape[1] != 1:
+        quantity = coerce_quantity(self.quantity)
+        values, channels = self.values, 3 if quantity is Quantity.NORMAL else 1
+        if not isinstance(values, torch.Tensor) or values.ndim != 4 or values.shape[1] != channels:
             shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-            raise LotusError(f"DepthMap values must be a [B, 1, H, W] tensor, got {shape}")
+            raise LotusError(f"{quantity.value} values must be a [B, {channels}, H, W] tensor, got {shape}")
         if not values.is_floating_point():
-            raise LotusError(f"DepthMap values must be floating point, got {values.dtype}")
-        quantity = Quantity(self.quantity)
-        if quantity is Quantity.NORMAL:
-            raise LotusError("a DepthMap holds depth or disparity, not normals")
+            raise LotusError(f"values must be floating point, got {values.dtype}")
         if self.unit is not None and quantity is not Quantity.DEPTH:
-            raise LotusError("a metric DepthMap (unit set) holds z-depth: its quantity must be depth")
+            raise LotusError("a metric map (unit set) holds z-depth: its quantity must be depth")
         object.__setattr__(self, "quantity", quantity)
-
-    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
-        """The tensors this map keeps alive, for ComfyUI's RAM-pressure cache (newer ComfyUI sizes its
-        cached outputs by them; 0.3.75 never calls this)."""
-        return [self.values]
-
-    @classmethod
-    def from_prediction(cls, prediction: LotusPrediction, model: str = "",
-                        processing_resolution: int | None = None) -> DepthMap:
-        """The prediction's own values (not stretched), labelled with its quantity."""
-        return cls(prediction.values, prediction.quantity, model, processing_resolution)
 
     @property
     def near_is_high(self) -> bool:
@@ -75,72 +61,76 @@ class DepthMap:
     def is_metric(self) -> bool:
         return self.unit is not None
 
+    def nearness(self, low: float = 0.0, high: float = 100.0, *, per_image: bool = True, gamma: float = 1.0,
+                 stretch: bool = True) -> torch.Tensor:
+        """[B, 1, H, W] in [0, 1] with near = 1: the values stretched so that percentiles ``low`` and
+        ``high`` become the ends (``stretch=False``: taken as they are, clipped to [0, 1])."""
+        if self.quantity is Quantity.NORMAL:
+            raise LotusError("nearness needs depth or disparity, got normals")
+        values = self.values.float()
+        if not stretch:
+            values = values.clamp(0, 1)
+        toward_near = values if self.near_is_high else 1 - values
+        return normalize(toward_near, low, high, per_image=per_image, gamma=gamma) if stretch else toward_near
+
+    def frame(self, index: int) -> DepthMap:
+        """One image of the batch (as a batch of one)."""
+        part = slice(index, index + 1)
+        return replace(self, values=self.values[part],
+                       latent=None if self.latent is None else self.latent[part],
+                       uncertainty=None if self.uncertainty is None else self.uncertainty[part])
+
     def with_values(self, values: torch.Tensor) -> DepthMap:
         return replace(self, values=values)
 
+    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
+        """The tensors this map keeps alive, for ComfyUI's RAM-pressure cache (newer ComfyUI sizes its
+        cached outputs by them; 0.3.75 never calls this)."""
+        return [t for t in (self.values, self.latent, self.uncertainty) if t is not None]
 
-def with_near_far(depth: DepthMap, near: float, far: float, unit: str = "") -> DepthMap:
-    """Metric z-depth from an affine-invariant map whose ends stand for ``near`` and ``far``.
+    # -- kept for code written against the two types this one replaces (see README: Python API) --
 
-    Depth (near = 0): ``z = near + v * (far - near)``. Disparity (near = 1): linear in 1 / z,
-    ``1 / z = 1 / far + v * (1 / near - 1 / far)``. A metric map is returned unchanged.
+    @property
+    def image(self) -> torch.Tensor:
+        """Deprecated: [B, 3, H, W] in [0, 1]: depth repeated over 3 channels, normals as (n + 1) / 2."""
+        if self.quantity is Quantity.NORMAL:
+            return (self.values + 1) / 2
+        return self.values.expand(-1, 3, -1, -1)
+
+    @classmethod
+    def from_values(cls, values: torch.Tensor, latent: torch.Tensor | None, quantity: Quantity,
+                    uncertainty: torch.Tensor | None = None) -> DepthMap:
+        """Deprecated: ``DepthMap(values, quantity, latent=latent, uncertainty=uncertainty)``."""
+        return cls(values, quantity, latent=latent, uncertainty=uncertainty)
+
+    @classmethod
+    def from_prediction(cls, prediction: DepthMap, model: str = "",
+                        processing_resolution: int | None = None) -> DepthMap:
+        """Deprecated: a prediction already is a DepthMap; this relabels its model and resolution."""
+        return replace(prediction, model=model or prediction.model,
+                       processing_resolution=processing_resolution if processing_resolution is not None
+                       else prediction.processing_resolution)
+
+
+# The name ``predict`` returned before there was one type (README: Python API, deprecations).
+LotusPrediction = DepthMap
+
+
+def to_controlnet(prediction: DepthMap, *, low: float = 0.0, high: float = 100.0, per_image: bool = True,
+                  gamma: float = 1.0) -> torch.Tensor:
+    """[B, 1, H, W] in [0, 1] with near = white, stretched so percentiles ``low``/``high`` become 0/1.
+
+    The defaults (each image's min..max) give what depth ControlNets were trained on (MiDaS-style
+    relative inverse depth), whatever the checkpoint's polarity. ``per_image=False`` keeps one scale
+    over the batch (video); ``gamma`` < 1 brightens the far range, > 1 darkens it.
     """
-    if depth.is_metric:
-        return depth
-    if not (0 < near < far):
-        raise LotusError(f"near={near!r} and far={far!r} must satisfy 0 < near < far")
-    v = depth.values.float()
-    if depth.quantity is Quantity.DEPTH:
-        z = near + v * (far - near)
-    else:
-        z = 1 / (1 / far + v * (1 / near - 1 / far))
-    _check_positive(z, f"near={near} and far={far}")
-    return replace(depth, values=z, quantity=Quantity.DEPTH, unit=unit)
+    if prediction.quantity is Quantity.NORMAL:
+        raise LotusError("to_controlnet needs a depth or disparity prediction, got normals")
+    return prediction.nearness(low, high, per_image=per_image, gamma=gamma)
 
 
-def with_known_distances(depth: DepthMap, first: tuple[int, int, float], second: tuple[int, int, float],
-                         unit: str = "") -> DepthMap:
-    """Metric z-depth from two pixels whose distances are known, fitted per image.
-
-    Args:
-        first, second: ``(x, y, distance)``: pixel column and row (0-based, from the top left) and
-            that point's z-depth. Depth maps get ``z = a * v + b``, disparity maps ``1 / z = a * v + b``,
-            with ``a`` and ``b`` solved per image from the two pixels.
-    """
-    if depth.is_metric:
-        raise LotusError("the depth map is already metric; known distances apply to affine-invariant maps")
-    _, _, height, width = depth.values.shape
-    samples, targets = [], []
-    for name, (x, y, distance) in (("first", first), ("second", second)):
-        if not (0 <= x < width and 0 <= y < height):
-            raise LotusError(f"{name} point ({x}, {y}) is outside the {width}x{height} image")
-        if not distance > 0:
-            raise LotusError(f"{name} point's distance={distance!r} must be > 0")
-        samples.append(depth.values[:, 0, int(y), int(x)].double())  # [B]
-        targets.append(distance if depth.quantity is Quantity.DEPTH else 1 / distance)
-    if first[2] == second[2]:
-        raise LotusError("the two known distances are equal: they fix no scale; pick points at different depths")
-    span = samples[1] - samples[0]
-    flat = span.abs() < 1e-6
-    if flat.any():
-        frames = ", ".join(str(i) for i in flat.nonzero().flatten().tolist())
-        raise LotusError(f"the map has the same value at both points (frame {frames}): pick points at"
-                         " different depths")
-    scale = (targets[1] - targets[0]) / span  # [B]
-    if (scale <= 0).any():
-        polarity = "near = low" if depth.quantity is Quantity.DEPTH else "near = high"
-        raise LotusError(f"the nearer of the two points has the farther map value, which contradicts the map's"
-                         f" polarity ({depth.quantity.value}, {polarity}); check the points or the quantity")
-    shift = targets[0] - scale * samples[0]
-    fitted = depth.values.double() * scale[:, None, None, None] + shift[:, None, None, None]
-    z = fitted if depth.quantity is Quantity.DEPTH else 1 / fitted
-    _check_positive(fitted, "the two known distances")
-    return replace(depth, values=z.float(), quantity=Quantity.DEPTH, unit=unit)
-
-
-def _check_positive(values: torch.Tensor, source: str) -> None:
-    bad = ~(values > 0) | ~torch.isfinite(values)
-    if bad.any():
-        share = bad.float().mean().item() * 100
-        raise LotusError(f"{source} give a distance <= 0 or infinite at {share:.2g}% of the pixels: the map's"
-                         " values reach beyond what the two numbers can explain; choose them further apart")
+def normals_to_image(prediction: DepthMap) -> torch.Tensor:
+    """[B, 3, H, W] normal map in [0, 1] from the unit vectors ((n + 1) / 2)."""
+    if prediction.quantity is not Quantity.NORMAL:
+        raise LotusError(f"normals_to_image needs a normal prediction, got {prediction.quantity.value}")
+    return (prediction.values + 1) / 2

@@ -8,8 +8,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
-from ..lotus_core import LotusModel
-from ..lotus_core.memory import available_bytes, usable_bytes, working_bytes
+from ..lotus_core import LotusModel, available_bytes, usable_bytes
 
 
 class _Held(torch.nn.Module):
@@ -46,10 +45,9 @@ class ComfyLotusModel:
         )
         return cls(core, patchers)
 
-    def load(self, size: tuple[int, int], images: int) -> int:
-        """Bring both networks to the compute device, making room for ``images`` processed at ``size``
-        (the core's estimate), and return the bytes the prediction's activations may then use."""
-        need = working_bytes(size, self.core.vae.dtype.itemsize) * images
+    def load(self, need: int) -> int:
+        """Bring both networks to the compute device, making room for ``need`` bytes of activations
+        (the core's ``activation_bytes``), and return the bytes the prediction may then use."""
         # diffusers modules cannot run partially loaded (ComfyUI's lowvram mode needs its own ops)
         mm.load_models_gpu(list(self.patchers), memory_required=need, force_full_load=True)
         return usable_bytes(free_memory(self.core.device))

@@ -5,33 +5,16 @@ from __future__ import annotations
 import comfy.model_management as mm
 import comfy.utils
 import folder_paths
-import torch
 from comfy_api.latest import io
 
-from ..lotus_core import load_model
+from ..lotus_core import PRECISIONS, choose_dtypes, load_model
 from .base import LotusNode, schema
 from .comfy_model import ComfyLotusModel
 from .model_files import FROM_CHECKPOINT_FOLDER, checkpoint_choices, checkpoint_path, checkpoints_on_disk, vae_choices
 
 LotusModelType = io.Custom("LOTUSDEPTH_MODEL")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 QUANTITIES = ("auto", "depth", "disparity", "normal")
 DEFAULT_RELEASE = "lotus-depth-g-v2-1-disparity/"  # the Lotus authors' recommended depth model
-
-
-def _unet_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision != "auto":
-        return PRECISIONS[precision]
-    if mm.should_use_fp16(device):
-        return torch.float16
-    return torch.bfloat16 if mm.should_use_bf16(device) else torch.float32
-
-
-def _vae_dtype(precision: str, device: torch.device) -> torch.dtype:
-    # The SD VAE overflows in fp16, so it never runs in it; otherwise follow ComfyUI's VAE choice.
-    if precision == "fp32":
-        return torch.float32
-    return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
 
 
 class LoadLotusModel(LotusNode):
@@ -53,7 +36,7 @@ class LoadLotusModel(LotusNode):
                 io.Combo.Input("vae", options=vae_choices(), default=FROM_CHECKPOINT_FOLDER,
                                tooltip="An SD1.x/SD2 VAE from models/vae (e.g. vae-ft-mse-840000-ema-pruned)."
                                        " Single-file checkpoints need one; diffusers folders bring their own."),
-                io.Combo.Input("precision", options=["auto", *PRECISIONS], default="auto",
+                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="UNet weights precision. auto: fp16 or bf16 where the device runs them"
                                        " well, else fp32. fp16 needs a GPU (on a CPU it is refused: hundreds of"
                                        " times slower). The VAE never runs in fp16 (it overflows)."),
@@ -80,10 +63,7 @@ class LoadLotusModel(LotusNode):
 
     @classmethod
     def execute(cls, checkpoint: str, vae: str, precision: str, quantity: str) -> io.NodeOutput:
-        load_device = mm.get_torch_device()
-        if precision == "fp16" and load_device.type == "cpu":
-            raise ValueError("precision 'fp16' on a CPU runs hundreds of times slower than fp32 (CPUs have no"
-                             " fast fp16 kernels); choose 'bf16' or 'fp32', or 'auto' to let ComfyUI pick")
+        unet_dtype, vae_dtype = choose_dtypes(precision, mm.get_torch_device())  # for where it will run
         vae_path = None if vae == FROM_CHECKPOINT_FOLDER else folder_paths.get_full_path_or_raise("vae", vae)
         progress = comfy.utils.ProgressBar(1)
 
@@ -96,7 +76,7 @@ class LoadLotusModel(LotusNode):
             vae_path,
             quantity=None if quantity == "auto" else quantity,
             device=mm.unet_offload_device(),
-            dtype=_unet_dtype(precision, load_device),
-            vae_dtype=_vae_dtype(precision, load_device),
+            dtype=unet_dtype,
+            vae_dtype=vae_dtype,
         )
         return io.NodeOutput(ComfyLotusModel.wrap(core))

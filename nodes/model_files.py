@@ -8,15 +8,19 @@ from pathlib import Path
 
 import folder_paths
 
-from ..lotus_core.checkpoint import read_safetensors_keys
-from ..lotus_core.hub import ProgressCallback, fetch, missing_files
-from ..lotus_core.variants import KNOWN_CHECKPOINTS, KnownCheckpoint, known_checkpoint
+from ..lotus_core import (
+    KNOWN_CHECKPOINTS,
+    KnownCheckpoint,
+    ProgressCallback,
+    fetch,
+    holds_lotus_unet,
+    known_checkpoint,
+    missing_files,
+)
 
 LOTUS_FOLDER = "lotus"  # models/lotus, plus any `lotus:` entry in extra_model_paths.yaml
 CHECKPOINT_FOLDERS = (LOTUS_FOLDER, "diffusion_models")
 FROM_CHECKPOINT_FOLDER = "(from checkpoint folder)"
-TASK_SWITCH_KEYS = ("class_embedding.linear_1.weight", "label_emb.0.0.weight")
-CONV_IN_KEYS = ("conv_in.weight", "input_blocks.0.0.weight")  # diffusers, LDM names
 FOLDER_SEARCH_DEPTH = 4  # deep enough for a Hugging Face cache: models--org--name/snapshots/<hash>/
 
 
@@ -31,9 +35,8 @@ def register_lotus_folder() -> None:
 
 @lru_cache(maxsize=4096)
 def _is_lotus_file(path: str, mtime_ns: int, size: int) -> bool:
-    """Whether a safetensors file holds a Lotus UNet (cached per file version: headers only)."""
-    keys = read_safetensors_keys(Path(path)) or []
-    return any(k.endswith(TASK_SWITCH_KEYS) for k in keys) and any(k.endswith(CONV_IN_KEYS) for k in keys)
+    """Whether a safetensors file holds a Lotus UNet, cached per file version (the list is rebuilt often)."""
+    return holds_lotus_unet(Path(path))
 
 
 def _diffusers_folders(root: Path) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import folder_paths
 import torch
@@ -15,7 +16,10 @@ from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
 from ..lotus_core import (
+    AXES,
+    CAMERAS,
     COLORMAPS,
+    FILE_FORMATS,
     NORMAL_CONVENTIONS,
     DepthMap,
     Quantity,
@@ -30,8 +34,6 @@ from ..lotus_core import (
     with_known_distances,
     with_near_far,
 )
-from ..lotus_core.export import FORMATS
-from ..lotus_core.geometry import AXES, CAMERAS
 from .base import LotusNode, schema
 from .predict import LotusDepthMapType
 
@@ -81,9 +83,19 @@ def _as_depth_map(depth, quantity: str) -> DepthMap:
             return depth.with_values(depth.values.float().cpu())
         if depth.is_metric:
             raise ValueError("the depth is metric (z-depth, near = low): its quantity can only be auto or depth")
-        return DepthMap(depth.values.float().cpu(), Quantity(quantity), depth.model, depth.processing_resolution)
+        return replace(depth, values=depth.values.float().cpu(), quantity=Quantity(quantity))
     values = _as_values(depth).mean(dim=1, keepdim=True)
     return DepthMap(values, Quantity.DISPARITY if quantity == "auto" else Quantity(quantity))
+
+
+def _output_files(prefix: str, values: torch.Tensor, ending: str) -> list[tuple[str, ui.SavedResult]]:
+    """Where each frame of ``values`` [B, C, H, W] goes in ComfyUI's output folder, named as Save Image
+    names files (``prefix`` may hold a subfolder and %date%; a counter follows), with its UI entry."""
+    batch, _, height, width = values.shape
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        prefix, folder_paths.get_output_directory(), width, height)
+    files = [f"{name.replace('%batch_num%', str(frame))}_{counter + frame:05}_{ending}" for frame in range(batch)]
+    return [(os.path.join(folder, file), ui.SavedResult(file, subfolder, io.FolderType.output)) for file in files]
 
 
 def _to_image(values: torch.Tensor) -> torch.Tensor:
@@ -175,16 +187,18 @@ class SaveDepth(LotusNode):
         return schema(
             node_id="LotusDepth_SaveDepth",
             display_name="Lotus Save Depth",
-            description="Saves every frame as a 16-bit PNG, 32-bit float EXR or float32 .npy into ComfyUI's output"
-                        " folder, with what the values mean (model, depth/disparity, polarity, value range,"
-                        " processing resolution) in the file (.npy: in a .json next to it).",
+            description="Saves every frame as a 16-bit PNG, 32-bit float EXR, float32 .npy, 8-bit ControlNet map or"
+                        " colour map into ComfyUI's output folder, with what the values mean (model,"
+                        " depth/disparity, polarity, value range, processing resolution) in the file (.npy: in a"
+                        " .json next to it). The same writer as the lotus-depth command line.",
             inputs=[
                 _depth_input(" lotus_depth saves the model's own values."),
                 _quantity_input(),
-                io.Combo.Input("format", options=list(FORMATS), default="png16",
+                io.Combo.Input("format", options=list(FILE_FORMATS), default="png16",
                                tooltip="png16: 16-bit greyscale PNG (0..1 -> 0..65535; other ranges are written"
                                        " into the file). exr: 32-bit float, ZIP-compressed, channel Y. npy: float32"
-                                       " array + .json metadata."),
+                                       " array + .json metadata. control: 8-bit, near = white, per frame 0..255."
+                                       " color: 8-bit Spectral colour map (near = red), as the Lotus reference."),
                 io.String.Input("filename_prefix", default="lotus_depth",
                                 tooltip="File name prefix, may contain a subfolder (lotus/depth) and %date% like"
                                         " Save Image; a counter is appended."),
@@ -197,20 +211,16 @@ class SaveDepth(LotusNode):
     @classmethod
     def execute(cls, depth, quantity, format, filename_prefix) -> io.NodeOutput:
         depth_map = _as_depth_map(depth, quantity)
-        batch, _, height, width = depth_map.values.shape
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), width, height)
         values = depth_map.values
         # one png16 encoding for the whole batch, so frames compare directly
         low, high = min(0.0, values.min().item()), max(1.0, values.max().item())
-        extra = cls._workflow_metadata() if format == "png16" else {}
+        picture = FILE_FORMATS[format] == ".png"
+        extra = cls._workflow_metadata() if picture else {}
         results = []
-        for frame in range(batch):
-            file = f"{name.replace('%batch_num%', str(frame))}_{counter + frame:05}_{FORMATS[format]}"
-            save_depth_frame(os.path.join(folder, file), depth_map, frame, format, low=low, high=high,
-                             extra=extra)
-            results.append(ui.SavedResult(file, subfolder, io.FolderType.output))
-        return io.NodeOutput(ui={"images" if format == "png16" else "files": results})
+        for frame, (path, result) in enumerate(_output_files(filename_prefix, values, FILE_FORMATS[format])):
+            save_depth_frame(path, depth_map, frame, format, low=low, high=high, extra=extra)
+            results.append(result)
+        return io.NodeOutput(ui={"images" if picture else "files": results})
 
     @classmethod
     def _workflow_metadata(cls) -> dict[str, str]:
@@ -376,19 +386,16 @@ class SavePointCloud(LotusNode):
     def execute(cls, image, depth, quantity, fov_degrees, near, far, mesh, edge_threshold, step, axes, binary,
                 filename_prefix) -> io.NodeOutput:
         metric = with_near_far(_as_depth_map(depth, quantity), near, far)
-        batch, _, height, width = metric.values.shape
+        batch = metric.values.shape[0]
         if image.shape[0] not in (1, batch):
             raise ValueError(f"image has {image.shape[0]} frames and depth {batch}: give one image or one per frame")
         colors = image[..., :3].movedim(-1, 1).float().cpu()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), width, height)
         results = []
-        for frame in range(batch):
-            file = f"{name.replace('%batch_num%', str(frame))}_{counter + frame:05}_.ply"
-            save_point_cloud(os.path.join(folder, file), metric, colors[min(frame, colors.shape[0] - 1)][None],
+        for frame, (path, result) in enumerate(_output_files(filename_prefix, metric.values, ".ply")):
+            save_point_cloud(path, metric, colors[min(frame, colors.shape[0] - 1)][None],
                              frame=frame, fov_degrees=fov_degrees, step=step, mesh=mesh,
                              edge_threshold=edge_threshold, axes=axes, binary=binary)
-            results.append(ui.SavedResult(file, subfolder, io.FolderType.output))
+            results.append(result)
         return io.NodeOutput(ui={"files": results})
 
 

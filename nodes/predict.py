@@ -7,8 +7,16 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..lotus_core import DepthMap, LotusError, LotusPrediction, Quantity, normals_to_image, predict, to_controlnet
-from ..lotus_core.imaging import check_images, processing_size
+from ..lotus_core import (
+    DEFAULT_PROCESSING_RESOLUTION,
+    DepthMap,
+    LotusError,
+    Quantity,
+    activation_bytes,
+    normals_to_image,
+    predict,
+    to_controlnet,
+)
 from .base import LotusNode, schema
 from .comfy_model import ComfyLotusModel
 from .loader import LotusModelType
@@ -28,7 +36,8 @@ def prediction_inputs(noise: bool = True) -> list:
         LotusModelType.Input("lotus_model", tooltip="From the Load Lotus Model node."),
         io.Image.Input("image", tooltip="Images to analyse; an alpha channel is ignored. The output has"
                                         " exactly their size."),
-        io.Int.Input("processing_resolution", default=768, min=0, max=MAX_PROCESSING_RESOLUTION, step=8,
+        io.Int.Input("processing_resolution", default=DEFAULT_PROCESSING_RESOLUTION, min=0,
+                     max=MAX_PROCESSING_RESOLUTION, step=8,
                      tooltip="Long edge the model sees (768 as the official Lotus). 0 = the image's own"
                              " size (slow and memory-hungry for large images). A size whose working memory"
                              " cannot fit is refused with the largest that does."),
@@ -60,18 +69,19 @@ def depth_outputs() -> list:
 
 
 def core_images(image: torch.Tensor) -> torch.Tensor:
-    """A ComfyUI IMAGE [B, H, W, 3 or 4] as the core's [B, 3, H, W] (alpha dropped), checked."""
+    """A ComfyUI IMAGE [B, H, W, 3 or 4] as the core's [B, 3, H, W] (alpha dropped)."""
     if image.shape[-1] not in (3, 4):
         raise LotusError(f"image must be an IMAGE batch [B, H, W, 3 or 4], got shape {tuple(image.shape)}")
-    return check_images(image[..., :3].movedim(-1, 1))
+    return image[..., :3].movedim(-1, 1)  # checked once, by the core's prediction
 
 
-def prepare(model: ComfyLotusModel, images: torch.Tensor, sizes: list[tuple[int, int]],
-            chunk_size: int) -> dict:
-    """Load the model with room for one chunk at the largest of ``sizes``; the core's options that
-    say how: chunks, ComfyUI's memory budget, progress bar and Cancel."""
-    size = max(sizes, key=lambda s: s[0] * s[1])
-    budget = model.load(size, min(chunk_size or 1, images.shape[0]))  # auto (0): room for one, the core fits the rest
+def prepare(model: ComfyLotusModel, images: torch.Tensor, processing_resolution: int, chunk_size: int,
+            tile_size: int | None = None) -> dict:
+    """Load the model with room for one chunk (auto, 0: room for one, the core fits the rest); the
+    core's options that say how to run: chunks, ComfyUI's memory budget, progress bar and Cancel."""
+    per_pass = min(chunk_size or 1, images.shape[0])
+    need = activation_bytes(model.core, images.shape[-2:], processing_resolution, per_pass, tile_size=tile_size)
+    budget = model.load(need)
     progress = comfy.utils.ProgressBar(1)
     return dict(chunk_size=chunk_size or None, memory_limit=budget,
                 callback=lambda done, total: progress.update_absolute(done, total),
@@ -84,20 +94,18 @@ def require(model: ComfyLotusModel, wanted: set[Quantity], node: str, other: str
                          f" {' or '.join(sorted(q.value for q in wanted))} checkpoint. Use the {other} node.")
 
 
-def depth_result(model: ComfyLotusModel, prediction: LotusPrediction, processing_resolution: int,
-                 *extra: torch.Tensor, **normalisation) -> io.NodeOutput:
+def depth_result(prediction: DepthMap, *extra: torch.Tensor, **normalisation) -> io.NodeOutput:
     """The depth nodes' outputs (see ``depth_outputs``), then ``extra`` [B, 1, H, W] maps as MASKs."""
     device = mm.intermediate_device()
     control = to_controlnet(prediction, **normalisation)[:, 0].to(device)  # [B,H,W]
-    native = prediction.values.to(device)  # [B,1,H,W]
-    depth_map = DepthMap(native, prediction.quantity, model.core.name, processing_resolution)
-    return io.NodeOutput(control[..., None].repeat(1, 1, 1, 3), control, native[:, 0], depth_map,
+    depth = prediction.with_values(prediction.values.to(device))  # [B,1,H,W]
+    return io.NodeOutput(control[..., None].repeat(1, 1, 1, 3), control, depth.values[:, 0], depth,
                          *(e[:, 0].to(device) for e in extra))
 
 
-def _predict(model: ComfyLotusModel, image, processing_resolution, seed, noise, chunk_size) -> LotusPrediction:
+def _predict(model: ComfyLotusModel, image, processing_resolution, seed, noise, chunk_size) -> DepthMap:
     images = core_images(image)
-    options = prepare(model, images, [processing_size(*images.shape[-2:], processing_resolution)], chunk_size)
+    options = prepare(model, images, processing_resolution, chunk_size)
     return predict(model.core, images, processing_resolution=processing_resolution, seed=seed,
                    shared_noise=noise == NOISE_MODES[1], **options)
 
@@ -118,7 +126,7 @@ class LotusDepth(LotusNode):
     def execute(cls, lotus_model, image, processing_resolution, seed, noise, chunk_size) -> io.NodeOutput:
         require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth", "Lotus Normals")
         prediction = _predict(lotus_model, image, processing_resolution, seed, noise, chunk_size)
-        return depth_result(lotus_model, prediction, processing_resolution)
+        return depth_result(prediction)
 
 
 class LotusNormals(LotusNode):

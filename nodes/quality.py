@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..lotus_core import predict_ensemble, predict_tiled, predict_video
-from ..lotus_core.imaging import processing_size
-from ..lotus_core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
-from ..lotus_core.video import ALIGN_MODES, DEFAULT_LATENT_BLEND
+from ..lotus_core import (
+    ALIGN_MODES,
+    DEFAULT_LATENT_BLEND,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    REDUCTIONS,
+    predict_ensemble,
+    predict_tiled,
+    predict_video,
+)
 from .base import LotusNode, schema
 from .predict import DEPTH_QUANTITIES, core_images, depth_outputs, depth_result, prediction_inputs, prepare, require
 
@@ -28,7 +34,7 @@ class LotusDepthEnsemble(LotusNode):
                 io.Boolean.Input("flip", default=True,
                                  tooltip="Test-time augmentation: half the members see the mirrored image"
                                          " (works for Lotus-D too). Needs ensemble_size >= 2."),
-                io.Combo.Input("reduction", options=["median", "mean"], default="median",
+                io.Combo.Input("reduction", options=list(REDUCTIONS), default=REDUCTIONS[0],
                                tooltip="How aligned members are combined: median resists outliers."),
             ],
             outputs=[*depth_outputs(),
@@ -42,12 +48,11 @@ class LotusDepthEnsemble(LotusNode):
                 reduction) -> io.NodeOutput:
         require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (Ensemble)", "Lotus Normals")
         images = core_images(image)
-        options = prepare(lotus_model, images, [processing_size(*images.shape[-2:], processing_resolution)],
-                          chunk_size)
+        options = prepare(lotus_model, images, processing_resolution, chunk_size)
         prediction = predict_ensemble(lotus_model.core, images, ensemble_size=ensemble_size, flip=flip,
                                       reduction=reduction, processing_resolution=processing_resolution, seed=seed,
                                       **options)
-        return depth_result(lotus_model, prediction, processing_resolution, prediction.uncertainty)
+        return depth_result(prediction, prediction.uncertainty)
 
 
 class LotusDepthTiled(LotusNode):
@@ -76,13 +81,10 @@ class LotusDepthTiled(LotusNode):
                 overlap) -> io.NodeOutput:
         require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (High-Res Tiled)", "Lotus Normals")
         images = core_images(image)
-        height, width = images.shape[-2:]
-        tile = (min(tile_size, height), min(tile_size, width))
-        sizes = [processing_size(height, width, processing_resolution), tile]
-        options = prepare(lotus_model, images, sizes, chunk_size)
+        options = prepare(lotus_model, images, processing_resolution, chunk_size, tile_size=tile_size)
         prediction = predict_tiled(lotus_model.core, images, tile_size=tile_size, overlap=overlap,
                                    processing_resolution=processing_resolution, seed=seed, **options)
-        return depth_result(lotus_model, prediction, processing_resolution)
+        return depth_result(prediction)
 
 
 class LotusDepthVideo(LotusNode):
@@ -98,7 +100,8 @@ class LotusDepthVideo(LotusNode):
                 *prediction_inputs(noise=False),
                 io.Float.Input("latent_blend", default=DEFAULT_LATENT_BLEND, min=0.0, max=0.9, step=0.05,
                                tooltip="Lotus-G: share of the previous frame's prediction in the next frame's"
-                                       " noise (0.1 as the official demo; 0 = frames independent, faster)."),
+                                       " noise (0.1 as the official demo; 0 = frames independent, faster)."
+                                       " Blended frames run one per pass: chunk_size 0 or 1."),
                 io.Combo.Input("align", options=list(ALIGN_MODES), default=ALIGN_MODES[0],
                                tooltip="Fit each frame's scale and shift to the previous frame, to the first"
                                        " frame, or not at all."),
@@ -115,12 +118,10 @@ class LotusDepthVideo(LotusNode):
                 low_percentile, high_percentile) -> io.NodeOutput:
         require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (Video)", "Lotus Normals")
         frames = core_images(image)
-        options = prepare(lotus_model, frames, [processing_size(*frames.shape[-2:], processing_resolution)],
-                          chunk_size)
+        options = prepare(lotus_model, frames, processing_resolution, chunk_size)
         prediction = predict_video(lotus_model.core, frames, latent_blend=latent_blend, align=align,
                                    processing_resolution=processing_resolution, seed=seed, **options)
-        return depth_result(lotus_model, prediction, processing_resolution, low=low_percentile,
-                            high=high_percentile, per_image=False)
+        return depth_result(prediction, low=low_percentile, high=high_percentile, per_image=False)
 
 
 NODES = [LotusDepthEnsemble, LotusDepthTiled, LotusDepthVideo]

@@ -47,7 +47,7 @@ def write_folder(folder: Path) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from lotus_core.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG
+    from lotus_core.loading.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG
 
     torch.manual_seed(0)
     UNet2DConditionModel.from_config({**LOTUS_UNET_CONFIG, "in_channels": 8}).save_pretrained(folder / "unet")
@@ -197,7 +197,7 @@ def flops(height: int, width: int) -> float:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lotus_core.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG
+    from lotus_core.loading.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config({**LOTUS_UNET_CONFIG, "in_channels": 8})
@@ -278,7 +278,7 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    from lotus_core.imaging import processing_size  # here, not at the top: children time their imports
+    from lotus_core.prediction.images import processing_size  # here, not at the top: children time their imports
 
     device = torch.device(args.device)
     if args.dtypes is None:

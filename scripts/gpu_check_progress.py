@@ -23,8 +23,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lotus_core import LotusError, LotusModel, predict  # noqa: E402
-from lotus_core.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG  # noqa: E402
-from lotus_core.memory import check_fits, memory_budget  # noqa: E402
+from lotus_core.loading.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG  # noqa: E402
+from lotus_core.prediction.memory import check_fits, memory_budget  # noqa: E402
 
 DEVICE = torch.device("cuda")
 

@@ -48,7 +48,8 @@ def test_cli_writes_what_the_core_predicts(files, tmp_path):
     assert main([str(checkpoint), str(images), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "64",
                  "--seed", "3", "--save", "png16", "npy", "control"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "a_control.png", "a_depth.npy", "a_depth.png", "b_control.png", "b_depth.npy", "b_depth.png"]
+        "a_control.png", "a_depth.npy", "a_depth.npy.json", "a_depth.png",
+        "b_control.png", "b_depth.npy", "b_depth.npy.json", "b_depth.png"]
 
     model = lotus_core.load_model(checkpoint, vae)
     rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
@@ -67,7 +68,7 @@ def test_cli_vae_tiles_explicit_or_from_a_memory_limit(files, tmp_path):
     checkpoint, _, vae, images = files
     common = [str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--resolution", "384", "--save", "npy"]
     assert main([*common, "-o", str(tmp_path / "tiles"), "--vae-tile", "256"]) == 0
-    # 0.45 GB: the whole 384x274 image needs 0.53 GB, 256 px tiles 0.35 GB (lotus_core.memory.working_bytes)
+    # 0.45 GB: the whole 384x274 image needs 0.53 GB, 256 px tiles 0.35 GB (lotus_core.prediction.memory.working_bytes)
     assert main([*common, "-o", str(tmp_path / "limit"), "--memory-limit", "0.45"]) == 0
 
     model = lotus_core.load_model(checkpoint, vae)
@@ -150,9 +151,9 @@ def test_readme_python_example_runs(files, capsys):
 
 
 def test_readme_models_table_is_generated_from_the_table():
-    from lotus_core.variants import models_markdown
+    from lotus_core.loading.variants import models_markdown
 
-    assert models_markdown() in (REPO / "README.md").read_text(), "paste lotus_core.variants.models_markdown()"
+    assert models_markdown() in (REPO / "README.md").read_text(), "paste lotus_core.loading.variants.models_markdown()"
 
 
 def test_cli_quality_modes_write_what_the_core_computes(files, tmp_path):

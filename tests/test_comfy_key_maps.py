@@ -13,8 +13,8 @@ import torch
 from comfy_keys import import_comfy, key_maps
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from lotus_core.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG, unet_config_from_state_dict
-from lotus_core.checkpoint import unet_to_diffusers_keys, vae_to_diffusers_keys
+from lotus_core.loading.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG, unet_config_from_state_dict
+from lotus_core.loading.checkpoint import unet_to_diffusers_keys, vae_to_diffusers_keys
 
 IN_CHANNELS = {"G": 8, "D": 4}
 # ComfyUI's description of the SD2 UNet (comfy/supported_models.py SD20 / model_detection output)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from lotus_core.architecture import (
+from lotus_core.loading.architecture import (
     LOTUS_UNET_CONFIG,
     SD_VAE_CONFIG,
     unet_config_from_state_dict,

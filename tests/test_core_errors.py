@@ -67,7 +67,7 @@ def test_image_too_small_after_resize(model_g):
     with pytest.raises(LotusError, match=r"2000x8 px at processing_resolution=768 becomes 768x3 px.*>= 8 px"):
         predict(model_g, image((1, 3, 8, 2000)), processing_resolution=768)
     # the same image at native size is fine
-    assert predict(model_g, image((1, 3, 8, 48)), processing_resolution=0, seed=0).image.shape == (1, 3, 8, 48)
+    assert predict(model_g, image((1, 3, 8, 48)), processing_resolution=0, seed=0).values.shape == (1, 1, 8, 48)
 
 
 # --- predict: arguments ---------------------------------------------------------------------------
@@ -263,9 +263,10 @@ def test_name_contradicts_the_weights(name, message, bad_files, checkpoints):
     [
         pytest.param({"quantity": "height"}, r"quantity='height' is not one of 'depth', 'disparity', 'normal'",
                      id="quantity"),
-        pytest.param({"dtype": "fp8"}, r"dtype='fp8' is not supported; use one of fp32, fp16, bf16", id="dtype"),
-        pytest.param({"dtype": torch.float64}, r"dtype=torch.float64 is not supported", id="dtype-float64"),
-        pytest.param({"vae_dtype": "half"}, r"vae_dtype='half' is not supported", id="vae-dtype"),
+        pytest.param({"dtype": "fp8"}, r"dtype='fp8' is not one of 'auto', 'fp32', 'fp16', 'bf16'", id="dtype"),
+        pytest.param({"dtype": torch.float64}, r"dtype=torch.float64 is not one of torch.float32, torch.float16",
+                     id="dtype-float64"),
+        pytest.param({"vae_dtype": "half"}, r"vae_dtype='half' is not one of", id="vae-dtype"),
     ],
 )
 def test_bad_load_arguments(kwargs, message, checkpoints):
@@ -286,4 +287,4 @@ def test_errors_leave_the_model_usable(model_d):
         predict(model_d, with_value(float("nan")))
     after = model_d.unet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert predict(model_d, GOOD, processing_resolution=0, encode="mean").image.shape == (1, 3, 16, 24)
+    assert predict(model_d, GOOD, processing_resolution=0, encode="mean").values.shape == (1, 1, 16, 24)

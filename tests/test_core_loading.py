@@ -22,7 +22,7 @@ from tiny import (
 
 import lotus_core
 from lotus_core import LotusError, LotusModel, Quantity, load_model, predict
-from lotus_core.model import empty_prompt_embeds
+from lotus_core.loading.model import empty_prompt_embeds
 
 
 def assert_same_weights(loaded: torch.nn.Module, original: torch.nn.Module, dtype: torch.dtype) -> None:

@@ -16,9 +16,10 @@ import torch
 from tiny import as_batch, synthetic_rgb
 
 import lotus_core
-from lotus_core import LotusError, predict, vae_tiles
-from lotus_core.memory import MIN_VAE_TILE, MemoryPlan, available_bytes, plan_memory, working_bytes
-from lotus_core.tiles import blend_weights, tile_layout
+from lotus_core import LotusError, predict
+from lotus_core.prediction import vae_tiling
+from lotus_core.prediction.memory import MIN_VAE_TILE, MemoryPlan, available_bytes, plan_memory, working_bytes
+from lotus_core.prediction.tile_grid import blend_weights, tile_layout
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # plan_memory only reads the device's type here
 GB = 10**9
@@ -97,7 +98,7 @@ def test_without_a_limit_a_prediction_plans_for_three_quarters_of_the_free_memor
     size = (1024, 1536)
     whole_image = working_bytes(size, 4)
     for free, tiles in ((whole_image / 0.72, False), (whole_image / 0.78, True)):
-        monkeypatch.setattr(lotus_core.memory, "available_bytes", lambda device, free=int(free): free)
+        monkeypatch.setattr(lotus_core.prediction.memory, "available_bytes", lambda device, free=int(free): free)
         plan = plan_memory(1, size, 4, CPU)
         assert (plan.vae_tile is not None) is tiles, free
         assert plan == plan_memory(1, size, 4, CPU, memory_limit=int(int(free) * 0.75))
@@ -107,8 +108,8 @@ def test_vae_tiles_covering_the_latent_change_nothing(vae):
     latents = torch.randn(2, 4, 12, 20, generator=torch.Generator().manual_seed(0))
     pixels = torch.rand(2, 3, 96, 160, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.inference_mode():
-        assert torch.equal(vae_tiles.decode(vae, latents, 20), vae.decode(latents).sample)
-        mean, std = vae_tiles.encode(vae, pixels, None)
+        assert torch.equal(vae_tiling.decode(vae, latents, 20), vae.decode(latents).sample)
+        mean, std = vae_tiling.encode(vae, pixels, None)
         posterior = vae.encode(pixels).latent_dist
     assert torch.equal(mean, posterior.mean) and torch.equal(std, posterior.std)
 
@@ -119,10 +120,10 @@ def test_tiled_decode_places_each_tile_and_blends_only_the_overlaps(vae):
     tiles = tile_layout(40, 72, tile, tile // 4)
     assert len(tiles) == 6
     with torch.inference_mode():
-        result = vae_tiles.decode(vae, latents, tile)
+        result = vae_tiling.decode(vae, latents, tile)
         alone = [vae.decode(latents[(..., *t.region)]).sample for t in tiles]
     assert result.shape == (1, 3, 320, 576)
-    scaled = [lotus_core.tiles.Tile(t.top * 8, t.left * 8, t.height * 8, t.width * 8) for t in tiles]
+    scaled = [lotus_core.prediction.tile_grid.Tile(t.top * 8, t.left * 8, t.height * 8, t.width * 8) for t in tiles]
     weights = blend_weights(scaled, 320, 576, tile // 4 * 8)
     low, high = torch.full_like(result, torch.inf), torch.full_like(result, -torch.inf)
     for t, weight, decoded in zip(scaled, weights, alone, strict=True):
@@ -139,7 +140,7 @@ def test_tiled_encode_places_each_tile(vae):
     pixels = torch.rand(1, 3, 320, 576, generator=torch.Generator().manual_seed(3)) * 2 - 1
     tiles = tile_layout(40, 72, 32, 8)
     with torch.inference_mode():
-        mean, std = vae_tiles.encode(vae, pixels, 32)
+        mean, std = vae_tiling.encode(vae, pixels, 32)
         weights = blend_weights(tiles, 40, 72, 8)
         for t, weight in zip(tiles, weights, strict=True):
             posterior = vae.encode(pixels[..., t.top * 8:(t.top + t.height) * 8, t.left * 8:(t.left + t.width) * 8]
@@ -163,7 +164,7 @@ def test_predict_with_vae_tiles_stays_close_to_the_whole_image(model_g, photo):
 
 def test_a_memory_limit_switches_vae_tiles_on(model_g, photo, caplog):
     explicit = predict(model_g, photo, processing_resolution=0, seed=0, vae_tile_size=256)
-    with caplog.at_level(logging.INFO, logger="lotus_core.memory"):
+    with caplog.at_level(logging.INFO, logger="lotus_core.prediction.memory"):
         limited = predict(model_g, photo, processing_resolution=0, seed=0,
                           memory_limit=working_bytes((256, 384), 4, 32) + 1)
     assert torch.equal(limited.values, explicit.values)

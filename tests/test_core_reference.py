@@ -59,7 +59,14 @@ def resize_max_res(x: torch.Tensor, max_edge: int) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_predict(unet, vae, rgb_uint8, prompt_embeds, processing_res, noise=None, posterior_eps=None):
-    """Official single-step Lotus-G / Lotus-D for one uint8 [H, W, 3] image -> [1, 3, H, W] in [0, 1]."""
+    """Official single-step Lotus-G / Lotus-D for one uint8 [H, W, 3] image -> depth [1, 1, H, W] in
+    [0, 1]: the decoded image's channel mean, as the official pipeline reads depth off it."""
+    return reference_image(unet, vae, rgb_uint8, prompt_embeds, processing_res, noise, posterior_eps).mean(
+        dim=1, keepdim=True)
+
+
+def reference_image(unet, vae, rgb_uint8, prompt_embeds, processing_res, noise=None, posterior_eps=None):
+    """The official pipeline's decoded output [1, 3, H, W] in [0, 1] (for normal checkpoints: (n + 1) / 2)."""
     x = rgb_uint8.permute(2, 0, 1)[None].float() / 127.5 - 1.0  # [1, 3, H, W] in [-1, 1]
     height, width = x.shape[-2:]
     if processing_res > 0:
@@ -119,8 +126,8 @@ def test_core_equals_reference_mean_encoding(kind, height, width, res, unet_g, u
     model = lotus_core.LotusModel(unet, vae, "depth", prompt_embeds=text_encoding)
     got = lotus_core.predict(model, core_input(rgb), processing_resolution=res, encode="mean", noise=noise)
 
-    assert got.image.shape == expected.shape == (1, 3, height, width)
-    diff = (got.image - expected).abs().max().item()
+    assert got.values.shape == expected.shape == (1, 1, height, width)
+    diff = (got.values - expected).abs().max().item()
     record_property("max_abs_diff", diff)
     assert diff <= TOLERANCE
     assert expected.std() > 0.05  # the comparison is between non-trivial pictures
@@ -147,10 +154,10 @@ def test_core_equals_reference_sampled_posterior(kind, height, width, res, unet_
     got = lotus_core.predict(model, core_input(rgb), processing_resolution=res, encode="sample", seed=21,
                              noise=noise)
 
-    diff = (got.image - expected).abs().max().item()
+    diff = (got.values - expected).abs().max().item()
     record_property("max_abs_diff", diff)
     assert diff <= TOLERANCE
-    assert (got.image - mode).abs().max() > 1e-3  # the sample is not the mean
+    assert (got.values - mode).abs().max() > 1e-3  # the sample is not the mean
 
 
 def test_core_lotus_g_draws_noise_then_posterior_from_one_generator(unet_g, vae, text_encoding, record_property):
@@ -165,7 +172,17 @@ def test_core_lotus_g_draws_noise_then_posterior_from_one_generator(unet_g, vae,
     model = lotus_core.LotusModel(unet_g, vae, "depth", prompt_embeds=text_encoding)
     got = lotus_core.predict(model, core_input(rgb), processing_resolution=0, seed=5)
 
-    diff = (got.image - expected).abs().max().item()
+    diff = (got.values - expected).abs().max().item()
+    record_property("max_abs_diff", diff)
+    assert diff <= TOLERANCE
+
+
+def test_core_normals_are_the_reference_rgb_as_unit_vectors(unet_d, vae, text_encoding, record_property):
+    rgb = synthetic_rgb(40, 56, seed=11)
+    expected = F.normalize(reference_image(unet_d, vae, rgb, text_encoding, 0) * 2 - 1, dim=1)
+    model = lotus_core.LotusModel(unet_d, vae, "normal", prompt_embeds=text_encoding)
+    got = lotus_core.predict(model, core_input(rgb), processing_resolution=0, encode="mean")
+    diff = (got.values - expected).abs().max().item()
     record_property("max_abs_diff", diff)
     assert diff <= TOLERANCE
 
@@ -204,4 +221,4 @@ def test_reference_task_switch_timestep_and_prompt_matter(unet_d, vae, text_enco
         annotation = run()
         assert (annotation - run(switch=(0, 1))).abs().max() > 1e-3
         assert (annotation - run(t=0)).abs().max() > 1e-3
-        assert (annotation - run(embeds=lotus_core.model.empty_prompt_embeds())).abs().max() > 1e-3
+        assert (annotation - run(embeds=lotus_core.loading.model.empty_prompt_embeds())).abs().max() > 1e-3

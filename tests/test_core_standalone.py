@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import lotus_core
-from lotus_core.model import empty_prompt_embeds
+from lotus_core.loading.model import empty_prompt_embeds
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET_SHA256 = "2acb24ead482abb44c148a08bf963eceff0597d95a94f0c3e5d79d935d765977"
@@ -70,7 +70,7 @@ import lotus_core
 model = lotus_core.load_model({str(checkpoints["g"])!r}, vae={str(checkpoints["vae"])!r})
 images = torch.linspace(0, 1, 3 * 24 * 40).reshape(1, 3, 24, 40)
 prediction = lotus_core.predict(model, images, processing_resolution=32, seed=0)
-save_file({{"image": prediction.image, "control": lotus_core.to_controlnet(prediction)}}, "out.safetensors")
+save_file({{"depth": prediction.values, "control": lotus_core.to_controlnet(prediction)}}, "out.safetensors")
 json.dump(sorted({{name.split(".")[0] for name, m in sys.modules.items() if m is not None}}), sys.stdout)
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
@@ -85,13 +85,13 @@ json.dump(sorted({{name.split(".")[0] for name, m in sys.modules.items() if m is
     images = torch.linspace(0, 1, 3 * 24 * 40).reshape(1, 3, 24, 40)
     expected = lotus_core.predict(model_g, images, processing_resolution=32, seed=0)
     there = load_file(tmp_path / "out.safetensors")
-    assert there["image"].shape == (1, 3, 24, 40) and there["control"].shape == (1, 1, 24, 40)
-    torch.testing.assert_close(there["image"], expected.image, atol=1e-5, rtol=0)
+    assert there["depth"].shape == (1, 1, 24, 40) and there["control"].shape == (1, 1, 24, 40)
+    torch.testing.assert_close(there["depth"], expected.values, atol=1e-5, rtol=0)
 
 
 def test_core_sources_do_not_import_comfyui_or_torchvision():
-    sources = sorted((REPO / "lotus_core").glob("*.py"))
-    assert len(sources) > 10 and REPO / "lotus_core" / "inference.py" in sources
+    sources = sorted((REPO / "lotus_core").rglob("*.py"))
+    assert len(sources) > 10 and REPO / "lotus_core" / "prediction" / "predict.py" in sources
     for source in sources:
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Import):

@@ -31,8 +31,8 @@ from PIL import Image
 from tiny import save_diffusers_folder, tiny_unet, tiny_vae
 
 import lotus_core
-from lotus_core.hub import fetch, find_local, missing_files
-from lotus_core.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint, models_markdown
+from lotus_core.loading.hub import fetch, find_local, missing_files
+from lotus_core.loading.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint, models_markdown
 
 pytestmark = pytest.mark.core  # no ComfyUI (layers: tests/conftest.py)
 

@@ -273,7 +273,7 @@ def test_invalid_prompts_are_rejected_with_400(server, change, message):
     ({"node": "LotusDepth_Normals"}, "predicts depth; the Lotus Normals node needs a normal checkpoint"),
     ({"image": "thin.png"}, "too small: both edges must be >= 8 px"),
     ({"checkpoint": "my-finetune.safetensors"}, "Pass quantity='depth', 'disparity' or 'normal'"),
-    ({"precision": "fp16"}, "precision 'fp16' on a CPU runs hundreds of times slower"),
+    ({"precision": "fp16"}, "precision='fp16' on a CPU runs hundreds of times slower"),
 ], ids=["normal-into-depth", "depth-into-normals", "one-pixel-wide", "unknown-quantity", "fp16-on-cpu"])
 def test_execution_errors_name_the_problem_and_the_server_keeps_serving(server, kwargs, message):
     entry = server.run(graph(**kwargs))

@@ -115,6 +115,8 @@ EXECUTION_ERRORS = {
     "tiled-overlap": ("LotusDepth_DepthTiled", {"tile_size": 64, "overlap": 40},
                       "overlap=40 must be an integer in [0, tile_size / 2)"),
     "video-align": ("LotusDepth_DepthVideo", {"align": "next"}, "align='next' is not one of"),
+    "video-chunks-with-blend": ("LotusDepth_DepthVideo", {"chunk_size": 2, "latent_blend": 0.1},
+                                "chunk_size=2 with latent_blend=0.1: blended frames depend on the frame before"),
     "colorize-colormap": ("LotusDepth_Colorize", {"colormap": "jet"}, "colormap='jet' is not one of"),
     "colorize-stretch": ("LotusDepth_Colorize", {"stretch": "bogus"},
                          f"stretch='bogus' is not one of {choices('per image', 'whole batch', 'none')}"),

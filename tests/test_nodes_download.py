@@ -19,8 +19,8 @@ from PIL import Image
 from tiny import save_diffusers_folder, save_unet_file, tiny_unet, tiny_vae
 
 import lotus_core
-from lotus_core.hub import missing_files
-from lotus_core.variants import KNOWN_CHECKPOINTS, known_checkpoint
+from lotus_core.loading.hub import missing_files
+from lotus_core.loading.variants import KNOWN_CHECKPOINTS, known_checkpoint
 
 NODE_IDS = ("LotusDepth_LoadModel", "LotusDepth_Depth", "LotusDepth_Normals")
 DEPTH = "lotus-depth-d-v2-0-disparity"

@@ -109,7 +109,7 @@ def test_schema_ids_categories_tooltips_and_the_new_depth_output(server):
             assert inputs["depth"][0] == "LOTUSDEPTH_DEPTH,MASK,IMAGE", node_id
     assert server.object_info("LotusDepth_SaveDepth")["output_node"] is True
     assert server.object_info("LotusDepth_SaveDepth")["input"]["required"]["format"][1]["options"] == \
-        ["png16", "exr", "npy"]
+        ["png16", "exr", "npy", "control", "color"]
     assert server.object_info("LotusDepth_Colorize")["input"]["required"]["colormap"][1]["options"] == \
         ["spectral", "inferno", "magma", "turbo", "viridis", "gray"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lotus_core
-from lotus_core.colormaps import apply_colormap, colormap_table
+from lotus_core.outputs.colormaps import apply_colormap, colormap_table
 
 MATPLOTLIB_NAMES = {"spectral": "Spectral", "inferno": "inferno", "magma": "magma", "turbo": "turbo",
                     "viridis": "viridis", "gray": "gray"}

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import lotus_core
-from lotus_core.export import depth_metadata, sidecar
+from lotus_core.outputs.files import depth_metadata, sidecar
 
 FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
 # The format's own precision: half a 16-bit step of the encoded range; float32 is stored exactly.
@@ -142,7 +142,23 @@ def test_bad_input_is_refused(tmp_path, call, message):
 def test_depth_map_checks_its_shape_and_meaning():
     with pytest.raises(lotus_core.LotusError, match=r"\[B, 1, H, W\]"):
         lotus_core.DepthMap(torch.zeros(1, 3, 4, 4), "depth")
-    with pytest.raises(lotus_core.LotusError, match="not normals"):
+    with pytest.raises(lotus_core.LotusError, match=r"normal values must be a \[B, 3, H, W\] tensor"):
         lotus_core.DepthMap(torch.zeros(1, 1, 4, 4), "normal")
     with pytest.raises(lotus_core.LotusError, match="quantity must be depth"):
         lotus_core.DepthMap(torch.zeros(1, 1, 4, 4), "disparity", unit="m")
+
+
+def test_control_and_colour_pictures_come_from_the_one_writer(tmp_path):
+    values = torch.linspace(0, 1, 48).reshape(1, 1, 6, 8)
+    depth = lotus_core.DepthMap(values, "depth", "m1", 64)
+    control = lotus_core.save_depth_frame(tmp_path / "c.png", depth, 0, "control")
+    pixels = np.asarray(Image.open(control))
+    assert pixels.dtype == np.uint8 and pixels[0, 0] == 255 and pixels[-1, -1] == 0  # depth: near (0) = white
+    assert Image.open(control).text["lotus_model"] == "m1"
+    colour = np.asarray(Image.open(lotus_core.save_depth_frame(tmp_path / "s.png", depth, 0, "color")))
+    assert colour.shape == (6, 8, 3)
+    normals = lotus_core.DepthMap(torch.nn.functional.normalize(torch.rand(1, 3, 6, 8), dim=1), "normal")
+    with pytest.raises(lotus_core.LotusError, match="format='control' pictures depth or disparity"):
+        lotus_core.save_depth_frame(tmp_path / "n.png", normals, 0, "control")
+    normal_map = lotus_core.save_depth_frame(tmp_path / "n.png", normals, 0, "png16")
+    assert np.asarray(Image.open(normal_map)).shape == (6, 8, 3)

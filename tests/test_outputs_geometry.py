@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lotus_core
-from lotus_core.geometry import focal_length_px
+from lotus_core.outputs.geometry import focal_length_px
 
 H, W, FOV = 96, 128, 60.0
 

@@ -8,7 +8,7 @@ import torch
 from plyfile import PlyData
 
 import lotus_core
-from lotus_core.geometry import focal_length_px
+from lotus_core.outputs.geometry import focal_length_px
 
 H, W, FOV = 24, 32, 70.0
 

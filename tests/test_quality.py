@@ -8,12 +8,12 @@ import torch
 from tiny import tiny_unet, tiny_vae
 
 import lotus_core
-from lotus_core.alignment import fit_scale_shift, into_unit_range
-from lotus_core.ensemble import predict_ensemble
-from lotus_core.levels import normalize
-from lotus_core.tiles import blend_tiles, blend_weights, tile_layout
-from lotus_core.tiling import predict_tiled
-from lotus_core.video import predict_video, stabilize
+from lotus_core.outputs.levels import normalize
+from lotus_core.prediction.tile_grid import blend_weights, tile_layout
+from lotus_core.quality.alignment import fit_scale_shift, into_unit_range
+from lotus_core.quality.ensemble import predict_ensemble
+from lotus_core.quality.highres import blend_tiles, predict_tiled
+from lotus_core.quality.video import predict_video, stabilize
 
 pytestmark = pytest.mark.core  # no ComfyUI (layers: tests/conftest.py)
 
@@ -168,7 +168,7 @@ def test_ensemble_members_differ_for_lotus_g_and_their_spread_is_the_uncertainty
 
 
 def test_affine_members_reduce_to_the_scene_up_to_one_affine_map():
-    from lotus_core.ensemble import _combine_affine
+    from lotus_core.quality.ensemble import _combine_affine
 
     truth = synthetic_depth(20, 30, seed=2)
     members = torch.stack([a * truth + b for a, b in [(1, 0), (0.5, 0.2), (1.7, -0.4), (0.9, 0.05)]])

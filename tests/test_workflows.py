@@ -78,7 +78,7 @@ from workflow_support import (
 )
 
 import lotus_core
-from lotus_core.variants import known_checkpoint
+from lotus_core.loading.variants import known_checkpoint
 
 REPO_ROOT = WORKFLOWS_DIR.parent
 TRY_SCRIPT = REPO_ROOT / "scripts" / "try_comfyui.sh"

@@ -1,19 +1,19 @@
 """The published Lotus releases: what each predicts, where to download it, how to recognise it on disk.
 
 ``KNOWN_CHECKPOINTS`` is the one source of truth for loading (output quantity by name or hash),
-downloading (``lotus_core.hub``), the CLI and ComfyUI's loader (names offered for download) and the
+downloading (``loading/hub.py``), the CLI and ComfyUI's loader (names offered for download) and the
 README's model table (``models_markdown``).
 
 The output quantity cannot be read from the weights (depth, disparity and normal checkpoints share
 one architecture), so it comes from this table, from an explicit override, or not at all: guessing
 would silently invert a depth map.
 
-Facts come from lotus_reference.md §2. Sizes are approximate (the Hub's listing: UNet fp32 3.47 GB,
-VAE fp32 335 MB in v1 repos and fp16 167 MB in v2 repos); downloads use the exact sizes the Hub
-reports and fall back to these. No commit of the jingheya repos has been pinned (``revision=None``
-means the ``main`` branch), and no full sha256 of their files is published here: downloads are
-verified against the sha256 the Hub itself reports for LFS files (see ``hub.py``). Only three
-8-hex sha256 prefixes of Kijai's ComfyUI files are known.
+Facts come from the releases' Hugging Face pages (huggingface.co/jingheya, Kijai, Comfy-Org). Sizes are
+approximate (the Hub's listing: UNet fp32 3.47 GB, VAE fp32 335 MB in v1 repos and fp16 167 MB in v2
+repos); downloads use the exact sizes the Hub reports and fall back to these. No commit of the jingheya
+repos has been pinned (``revision=None`` means the ``main`` branch), and no full sha256 of their files
+is published here: downloads are verified against the sha256 the Hub itself reports for LFS files (see
+``hub.py``). Only three 8-hex sha256 prefixes of Kijai's ComfyUI files are known.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LotusError
+from ..errors import LotusError, check_choice
 
 
 class Quantity(str, enum.Enum):
@@ -39,6 +39,13 @@ class Quantity(str, enum.Enum):
         if self is Quantity.NORMAL:
             raise LotusError("normal maps have no near/far polarity; use a depth or disparity checkpoint")
         return self is Quantity.DISPARITY
+
+
+def coerce_quantity(value) -> Quantity:
+    if isinstance(value, Quantity):
+        return value
+    check_choice("quantity", value, [q.value for q in Quantity])
+    return Quantity(value)
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class SingleFile:
 
 @dataclass(frozen=True)
 class KnownCheckpoint:
-    """A published Lotus release (lotus_reference.md §2.1) and its repackagings (§2.5)."""
+    """A published Lotus release (jingheya/<name> on Hugging Face) and its ComfyUI repackagings."""
 
     name: str  # the Hugging Face repo name under jingheya/
     quantity: Quantity

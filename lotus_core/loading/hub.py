@@ -29,12 +29,11 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from .errors import LotusError
+from ..errors import LotusError
+from ..progress import ProgressCallback
 from .variants import KNOWN_CHECKPOINTS, HubFile, KnownCheckpoint, known_checkpoint, sha256_of
 
-ProgressCallback = Callable[[int, int], None]
 """Called with (bytes done, bytes to download) during a download; it may raise to cancel it."""
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -1,4 +1,4 @@
-"""Single-step Lotus prediction (lotus_reference.md §1), for batches of any size."""
+"""Single-step Lotus prediction as the official pipeline (github.com/EnVision-Research/Lotus), any batch size."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import logging
 
 import torch
 
-from . import vae_tiles
-from .architecture import LATENT_CHANNELS
-from .errors import LotusError, check_choice
-from .imaging import check_images, check_resize_mode, processing_size, resize
+from ..depthmap import DepthMap
+from ..errors import LotusError, check_choice
+from ..loading.architecture import LATENT_CHANNELS
+from ..loading.model import LotusModel
+from ..loading.variants import Quantity
+from ..progress import InterruptCheck, ProgressCallback, Steps, interruptible
+from . import vae_tiling
+from .images import check_resize_mode, processing_size, resize, validating_images
 from .memory import MemoryPlan, check_fits, memory_budget, plan_memory
-from .model import LotusModel
-from .outputs import LotusPrediction
-from .progress import InterruptCheck, ProgressCallback, Steps, interruptible
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ ENCODINGS = ("sample", "mean")
 
 
 @torch.inference_mode()
-def predict(
+def run_prediction(
     model: LotusModel,
     images: torch.Tensor,
     *,
@@ -35,6 +36,7 @@ def predict(
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
     shared_noise: bool = False,
+    latent_blend: float = 0.0,
     encode: str = "sample",
     resample: str = "bilinear",
     restore: str = "nearest-exact",
@@ -44,8 +46,8 @@ def predict(
     autocast: bool = False,
     callback: ProgressCallback | None = None,
     check_interrupt: InterruptCheck | None = None,
-) -> LotusPrediction:
-    """Predict depth, disparity or normals for a batch of images.
+) -> DepthMap:
+    """Predict depth, disparity or normals for a batch of images (``predict`` checks them first).
 
     Args:
         images: [B, 3, H, W] RGB in [0, 1], any device (resampling overshoot up to 0.5 outside is clamped).
@@ -56,10 +58,14 @@ def predict(
         noise: explicit Lotus-G noise, [1 or B, 4, h/8, w/8] at the processing size.
         shared_noise: one draw of the random numbers (Lotus-G noise, VAE sample) for the whole batch,
             so identical frames give identical results (steadier video).
+        latent_blend: Lotus-G: each image's noise becomes ``(1 - blend) * noise + blend * x0`` of
+            the image before it (the official video demo's carry-over: 0.1). The batch is then a
+            sequence, predicted one image per pass.
         encode: "sample" draws from the VAE posterior as the reference does; "mean" is deterministic.
         resample: resize to the processing size ("bilinear" as the reference, "bicubic", "nearest-exact").
         restore: resize back to the input size ("nearest-exact" as the reference, or "bilinear").
-        chunk_size: images per network pass; None = as many as fit in memory (1 on a CPU).
+        chunk_size: images per network pass; None = as many as fit in memory (1 on a CPU). With
+            ``latent_blend`` only 1 (or None) is possible.
         vae_tile_size: run the VAE on overlapping tiles of this many px (a multiple of 8, >= 256), so
             its memory follows the tile, not the image; 0 = never; None = only when the whole image
             would not fit in ``memory_limit``. Tiles change the result slightly (README: VAE tiles).
@@ -74,9 +80,9 @@ def predict(
             ComfyUI's Cancel), so even one large image stops within a layer.
 
     Returns:
-        A ``LotusPrediction`` at exactly the input size, on the images' device.
+        A ``DepthMap`` at exactly the input size, on the images' device: the values, what they mean,
+        the model's name, the processing resolution and the predicted latent.
     """
-    images = check_images(images)
     check_choice("encode", encode, ENCODINGS)
     check_resize_mode("resample", resample)
     check_resize_mode("restore", restore)
@@ -90,15 +96,21 @@ def predict(
     latent_shape = (batch, LATENT_CHANNELS, size[0] // 8, size[1] // 8)
     if model.generative:
         noise = _generative_noise(noise, latent_shape, shared_noise, generator)
-    elif noise is not None:
-        raise LotusError("noise was given, but Lotus-D checkpoints take no noise (only Lotus-G does)")
+    elif noise is not None or latent_blend:
+        given = "noise was given" if noise is not None else f"latent_blend={latent_blend} blends noise"
+        raise LotusError(f"{given}, but Lotus-D checkpoints take no noise (only Lotus-G does)")
+    if not (isinstance(latent_blend, int | float) and 0 <= latent_blend < 1):
+        raise LotusError(f"latent_blend={latent_blend!r} must be a number in [0, 1)")
+    if latent_blend and chunk_size not in (None, 1):
+        raise LotusError(f"chunk_size={chunk_size!r} with latent_blend={latent_blend}: blended frames depend on"
+                         " the frame before, so they run one per pass; use chunk_size 1 (or None)")
     posterior_noise = _draw(latent_shape, shared_noise, generator) if encode == "sample" else None
 
     device = model.device
     element_size = model.vae.dtype.itemsize
     budget = memory_budget(device, memory_limit)
-    plan = plan_memory(batch, size, element_size, device, chunk_size=chunk_size, vae_tile_size=vae_tile_size,
-                       memory_limit=budget)
+    plan = plan_memory(batch, size, element_size, device, chunk_size=1 if latent_blend else chunk_size,
+                       vae_tile_size=vae_tile_size, memory_limit=budget)
     check_fits((height, width), processing_resolution, element_size, budget, vae_tiles=vae_tile_size != 0)
     # As the official scripts: no autocast on MPS, the device's default low precision elsewhere.
     precision = torch.autocast(device.type) if autocast and device.type != "mps" else contextlib.nullcontext()
@@ -108,9 +120,12 @@ def predict(
     while start < batch:
         chunk = slice(start, min(start + plan.chunk_size, batch))
         pixels = resize(images[chunk].to(device, torch.float32) * 2 - 1, size, resample)  # [b,3,h,w]
+        chunk_noise = noise[chunk] if model.generative else None
+        if latent_blend and latents:
+            chunk_noise = (1 - latent_blend) * chunk_noise + latent_blend * latents[-1].to(chunk_noise.device)
         try:
             with precision, interruptible((model.unet, model.vae), check_interrupt):
-                decoded, x0 = _networks(model, pixels, noise[chunk] if model.generative else None,
+                decoded, x0 = _networks(model, pixels, chunk_noise,
                                         posterior_noise[chunk] if posterior_noise is not None else None, plan,
                                         steps)
         except torch.OutOfMemoryError as error:
@@ -121,13 +136,25 @@ def predict(
         outputs.append(resize(decoded, (height, width), restore).to(images.device))
         latents.append(x0.float().to(images.device))
         start = chunk.stop
-    return LotusPrediction(torch.cat(outputs), torch.cat(latents), model.quantity)
+    return DepthMap(_values(torch.cat(outputs), model.quantity), model.quantity, model.name, processing_resolution,
+                    latent=torch.cat(latents))
+
+
+predict = validating_images(run_prediction)
+
+
+def _values(decoded: torch.Tensor, quantity: Quantity) -> torch.Tensor:
+    """What the decoded [B, 3, H, W] image in [0, 1] encodes: the channel mean for depth (as the
+    reference), unit vectors for normals."""
+    if quantity is Quantity.NORMAL:
+        return torch.nn.functional.normalize(decoded * 2 - 1, dim=1)
+    return decoded.mean(dim=1, keepdim=True)
 
 
 def _steps(images: int, plan: MemoryPlan, latent_size: tuple[int, int]) -> int:
     """Progress steps for ``images`` under ``plan``: per chunk, the VAE tiles twice and one UNet pass."""
     chunks = -(-images // plan.chunk_size)
-    return chunks * (2 * vae_tiles.count(latent_size, plan.vae_tile) + 1)
+    return chunks * (2 * vae_tiling.count(latent_size, plan.vae_tile) + 1)
 
 
 def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | None,
@@ -137,7 +164,7 @@ def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | Non
     unet, vae, device = model.unet, model.vae, model.device
     scaling = vae.config.scaling_factor
     count = pixels.shape[0]
-    latent, std = vae_tiles.encode(vae, pixels.to(vae.dtype), plan.vae_tile, steps.advance)
+    latent, std = vae_tiling.encode(vae, pixels.to(vae.dtype), plan.vae_tile, steps.advance)
     if posterior_noise is not None:
         latent = latent + std * posterior_noise.to(device, latent.dtype)
     latent = latent * scaling  # [b,4,h/8,w/8]
@@ -151,7 +178,7 @@ def _networks(model: LotusModel, pixels: torch.Tensor, noise: torch.Tensor | Non
         return_dict=False,
     )[0]  # [b,4,h/8,w/8]: Lotus predicts the clean latent directly
     steps.advance()
-    return vae_tiles.decode(vae, x0.to(vae.dtype) / scaling, plan.vae_tile, steps.advance), x0
+    return vae_tiling.decode(vae, x0.to(vae.dtype) / scaling, plan.vae_tile, steps.advance), x0
 
 
 def _after_out_of_memory(plan: MemoryPlan, error: Exception, device: torch.device,

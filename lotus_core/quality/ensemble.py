@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from ..depthmap import DepthMap
+from ..errors import LotusError, check_choice
+from ..loading.model import LotusModel
+from ..loading.variants import Quantity
+from ..prediction.images import validating_images
+from ..prediction.predict import run_prediction
 from .alignment import align_to, into_unit_range
-from .errors import LotusError, check_choice
-from .inference import predict
-from .model import LotusModel
-from .outputs import LotusPrediction
-from .variants import Quantity
 
 REDUCTIONS = ("median", "mean")
 ALIGNMENT_ROUNDS = 2  # align to the current consensus, recompute it, once more: enough to converge
 
 
-def predict_ensemble(
+def _predict_ensemble(
     model: LotusModel,
     images: torch.Tensor,
     *,
@@ -23,7 +26,7 @@ def predict_ensemble(
     flip: bool = False,
     reduction: str = "median",
     **predict_options,
-) -> LotusPrediction:
+) -> DepthMap:
     """Predict each image ``ensemble_size`` times and combine the members.
 
     Members differ by their random draws (Lotus-G noise and the VAE sample) and, with ``flip``, every
@@ -49,9 +52,9 @@ def predict_ensemble(
     members = images.repeat(ensemble_size, 1, 1, 1)  # [E*B,3,H,W], member-major
     mirrored = flipped.repeat_interleave(batch)
     members[mirrored] = members[mirrored].flip(-1)
-    prediction = predict(model, members, **predict_options)
+    prediction = run_prediction(model, members, **predict_options)
 
-    values = prediction.values  # [E*B,C,H,W]
+    values = prediction.values.clone()  # [E*B,C,H,W], made under inference mode: a copy to edit
     values[mirrored] = values[mirrored].flip(-1)
     if model.quantity is Quantity.NORMAL:
         values[mirrored, 0] = -values[mirrored, 0]  # mirroring the image mirrors the x axis
@@ -64,7 +67,10 @@ def predict_ensemble(
         uncertainty = (1 - mean.norm(dim=1, keepdim=True)).clamp(0, 1)
     else:
         combined, uncertainty = _combine_affine(values, reduction)
-    return LotusPrediction.from_values(combined, latent, model.quantity, uncertainty)
+    return replace(prediction, values=combined, latent=latent, uncertainty=uncertainty)
+
+
+predict_ensemble = validating_images(_predict_ensemble)
 
 
 def _combine_affine(values: torch.Tensor, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:

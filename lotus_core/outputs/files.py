@@ -1,4 +1,6 @@
-"""Depth files other tools read: 16-bit PNG, 32-bit float EXR and float32 .npy, with their meaning.
+"""Depth files other tools read, all written by ``save_depth_frame`` (the one registry: ``FILE_FORMATS``):
+16-bit PNG, 32-bit float EXR and float32 .npy of the values, and 8-bit PNGs for looking at them (the
+ControlNet map, a colour map), each with their meaning.
 
 Every file carries the same metadata (``depth_metadata``): model, quantity, polarity, the frame's
 value range, the processing resolution and, for metric maps, the unit. It goes into PNG text
@@ -21,10 +23,14 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .depthmap import DepthMap
-from .errors import LotusError, check_choice
+from ..depthmap import DepthMap, normals_to_image, to_controlnet
+from ..errors import LotusError, check_choice
+from ..loading.variants import Quantity
+from .colormaps import colorize
 
-FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
+# format -> file ending. png16/exr/npy hold the values (normals: an 8-bit RGB normal map for png16, PIL
+# writes RGB PNGs with 8 bits per channel only); control and color are 8-bit pictures of depth.
+FILE_FORMATS = {"png16": ".png", "exr": ".exr", "npy": ".npy", "control": ".png", "color": ".png"}
 PNG16_MAX = 65535
 # key -> type, for reading the text of PNG chunks and sidecars back
 METADATA_TYPES = {
@@ -38,16 +44,16 @@ METADATA_TYPES = {
 def depth_metadata(depth: DepthMap, frame: int = 0) -> dict[str, str | int | float]:
     """What a saved frame means, as flat ``lotus_*`` keys (values: str, int or float)."""
     values = depth.values[frame]
-    polarity = "near = high" if depth.near_is_high else "near = low"
     meta: dict[str, str | int | float] = {
         "lotus_software": f"lotus-depth {_version()}",
         "lotus_model": depth.model,
         "lotus_quantity": "metric depth" if depth.is_metric else depth.quantity.value,
-        "lotus_polarity": polarity,
         "lotus_value_min": float(values.min()),
         "lotus_value_max": float(values.max()),
         "lotus_frame": frame,
     }
+    if depth.quantity is not Quantity.NORMAL:
+        meta["lotus_polarity"] = "near = high" if depth.near_is_high else "near = low"
     if depth.processing_resolution is not None:
         meta["lotus_processing_resolution"] = int(depth.processing_resolution)
     if depth.is_metric:
@@ -112,17 +118,45 @@ def sidecar(path: str | Path) -> Path:
 
 
 def save_depth_frame(path: str | Path, depth: DepthMap, frame: int, fmt: str, *, low: float | None = None,
-                     high: float | None = None, extra: dict | None = None) -> Path:
-    """One frame of a DepthMap as png16/exr/npy at ``path``, with ``depth_metadata`` (plus ``extra`` keys).
+                     high: float | None = None, colormap: str = "spectral", control: torch.Tensor | None = None,
+                     extra: dict | None = None) -> Path:
+    """One frame of a DepthMap in one of ``FILE_FORMATS`` at ``path``, with ``depth_metadata`` (plus
+    ``extra`` keys, e.g. a ComfyUI workflow).
 
-    ``low``/``high``: the png16 encoding range (default: ``min(0, data)`` .. ``max(1, data)`` of the frame).
+    ``low``/``high``: the png16 encoding range (default: ``min(0, data)`` .. ``max(1, data)`` of the
+    frame). ``control``: the ControlNet map [B, 1, H, W] to write instead of the frame's own (one
+    normalisation for a whole video). ``colormap``: the colour map of ``color`` (see ``COLORMAPS``).
     """
-    check_choice("format", fmt, FORMATS)
-    values = depth.values[frame, 0]
+    check_choice("format", fmt, FILE_FORMATS)
     metadata = {**(extra or {}), **depth_metadata(depth, frame)}
+    one = depth.frame(frame)
+    if depth.quantity is Quantity.NORMAL:
+        if fmt in ("control", "color"):
+            raise LotusError(f"format={fmt!r} pictures depth or disparity; normals have png16, exr and npy")
+        vectors = one.values[0].movedim(0, -1)  # [H, W, 3] unit vectors
+        if fmt == "png16":
+            return write_png8(path, normals_to_image(one)[0].movedim(0, -1), metadata)
+        return (write_exr if fmt == "exr" else write_npy)(path, vectors, metadata)
     if fmt == "png16":
-        return write_png16(path, values, metadata, low=low, high=high)
-    return (write_exr if fmt == "exr" else write_npy)(path, values, metadata)
+        return write_png16(path, one.values[0, 0], metadata, low=low, high=high)
+    if fmt == "control":
+        picture = to_controlnet(one) if control is None else control[frame:frame + 1]
+        return write_png8(path, picture[0, 0], metadata)
+    if fmt == "color":  # truncated to 8 bits, as the reference's visualisation
+        return write_png8(path, colorize(one, colormap)[0].movedim(0, -1), metadata, rounding=np.floor)
+    return (write_exr if fmt == "exr" else write_npy)(path, one.values[0, 0], metadata)
+
+
+def write_png8(path: str | Path, picture, metadata: dict | None = None, *, rounding=np.round) -> Path:
+    """An 8-bit PNG of [H, W] (grey) or [H, W, 3] (RGB) values in [0, 1], metadata in text chunks."""
+    array = _frame(picture, allow_rgb=True)
+    pixels = rounding(np.clip(array, 0, 1) * 255).astype(np.uint8)
+    info = PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(key, _text(value))
+    path = Path(path)
+    Image.fromarray(pixels).save(path, pnginfo=info)
+    return path
 
 
 def read_depth_file(path: str | Path) -> tuple[np.ndarray, dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import LotusError
+from ..errors import LotusError
 
 
 def fit_scale_shift(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None):

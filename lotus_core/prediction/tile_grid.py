@@ -1,20 +1,18 @@
 """Overlapping tiles over an image and smooth blend weights that sum to one at every pixel.
 
 Used twice: by the high-resolution prediction (tiles of the image, ``tiling.py``) and by the VAE
-on images too large for memory (tiles of the latent, ``vae_tiles.py``).
+on images too large for memory (tiles of the latent, ``vae_tiling.py``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
-from .alignment import align_to
-from .errors import LotusError
-from .imaging import MIN_EDGE
+from ..errors import LotusError
+from .images import MIN_EDGE
 
 
 @dataclass(frozen=True)
@@ -69,20 +67,3 @@ def blend_weights(tiles: list[Tile], height: int, width: int, overlap: int) -> l
     for tile, weight in zip(tiles, raw):
         total[tile.region] += weight
     return [weight / total[tile.region] for tile, weight in zip(tiles, raw)]
-
-
-def blend_tiles(reference: torch.Tensor, tiles: list[Tile], tile_values: Iterable[torch.Tensor], overlap: int,
-                align: bool = True) -> torch.Tensor:
-    """Blend per-tile maps [B, C, h, w] into one [B, C, H, W] the size of ``reference``.
-
-    With ``align``, each tile is first mapped onto ``reference`` (the global prediction) by its
-    least-squares scale and shift over the tile's area. ``tile_values`` may be a generator, so only
-    one tile needs to exist at a time.
-    """
-    height, width = reference.shape[-2:]
-    result = torch.zeros_like(reference)
-    for tile, weight, values in zip(tiles, blend_weights(tiles, height, width, overlap), tile_values, strict=True):
-        area = (..., *tile.region)
-        values = values.to(reference)
-        result[area] += weight * (align_to(values, reference[area]) if align else values)
-    return result

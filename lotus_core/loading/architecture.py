@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import LotusError
+from ..errors import LotusError
 
 # SD2's attention heads are 64 wide; diffusers' legacy `attention_head_dim` holds the head *count*.
 SD_HEAD_WIDTH = 64
@@ -22,7 +22,7 @@ NO_TASK_SWITCH = (
     " 'label_emb.0.0.weight'); a plain Stable Diffusion UNet cannot predict depth"
 )
 
-# lotus-depth-d-v1-1/unet/config.json (lotus_reference.md §2.3); G differs only in in_channels=8.
+# The published lotus-depth-d-v1-1/unet/config.json (huggingface.co/jingheya); G differs only in in_channels=8.
 LOTUS_UNET_CONFIG: dict = {
     "act_fn": "silu",
     "attention_head_dim": [5, 10, 20, 20],

@@ -10,9 +10,12 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 
+from ..errors import LotusError
 from .architecture import LATENT_CHANNELS, TASK_SWITCH_DIM
-from .errors import LotusError, check_choice
-from .variants import Quantity
+from .variants import Quantity, coerce_quantity
+
+# lotus_core, wherever it is imported from (inside ComfyUI it is <pack folder>.lotus_core).
+CORE_PACKAGE = __name__.rsplit(".", 2)[0]
 
 
 @lru_cache(maxsize=1)
@@ -22,16 +25,9 @@ def empty_prompt_embeds() -> torch.Tensor:
     Lotus froze the SD2 text encoder and always feeds it "" without padding (BOS + EOS), so its
     output is a constant and no CLIP model needs to be loaded. Provenance: assets/README.md.
     """
-    path = resources.files(__package__) / "assets" / "empty_prompt_embeds_sd2.safetensors"
+    path = resources.files(CORE_PACKAGE) / "assets" / "empty_prompt_embeds_sd2.safetensors"
     with resources.as_file(path) as file:
         return load_file(file)["prompt_embeds"]
-
-
-def coerce_quantity(value) -> Quantity:
-    if isinstance(value, Quantity):
-        return value
-    check_choice("quantity", value, [q.value for q in Quantity])
-    return Quantity(value)
 
 
 @dataclass

@@ -25,9 +25,9 @@ import math
 
 import torch
 
-from .depthmap import DepthMap, with_near_far
-from .errors import LotusError, check_choice
-from .levels import normalize
+from ..depthmap import DepthMap
+from ..errors import LotusError, check_choice
+from .metric import with_near_far
 
 CAMERAS = ("pinhole", "orthographic")
 AXES = ("opengl", "opencv")  # opencv: x right, y down, z forward (the camera looks along +z)
@@ -92,7 +92,7 @@ def normals_from_depth(depth: DepthMap, *, camera: str = "pinhole", fov_degrees:
     if not relief > 0:
         raise LotusError(f"relief={relief!r} must be > 0")
     values = depth.values.float()
-    nearness = normalize(values) if depth.near_is_high else 1 - normalize(values)
+    nearness = depth.nearness()
     _, _, height, width = values.shape
     cols = (torch.arange(width, dtype=torch.float32, device=values.device) + 0.5) / width
     rows = (torch.arange(height, dtype=torch.float32, device=values.device) + 0.5) / width

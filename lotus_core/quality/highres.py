@@ -8,22 +8,25 @@ tiles are then blended with smooth weights that sum to one at every pixel, so no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
+
 import torch
 
-from .alignment import into_unit_range
-from .imaging import check_images
-from .inference import DEFAULT_PROCESSING_RESOLUTION, predict
-from .model import LotusModel
-from .outputs import LotusPrediction
-from .progress import part
-from .tiles import blend_tiles, tile_layout
-from .variants import Quantity
+from ..depthmap import DepthMap
+from ..loading.model import LotusModel
+from ..loading.variants import Quantity
+from ..prediction.images import validating_images
+from ..prediction.predict import DEFAULT_PROCESSING_RESOLUTION, run_prediction
+from ..prediction.tile_grid import Tile, blend_weights, tile_layout
+from ..progress import part
+from .alignment import align_to, into_unit_range
 
 DEFAULT_TILE_SIZE = 768
 DEFAULT_OVERLAP = 128
 
 
-def predict_tiled(
+def _predict_tiled(
     model: LotusModel,
     images: torch.Tensor,
     *,
@@ -32,7 +35,7 @@ def predict_tiled(
     processing_resolution: int = DEFAULT_PROCESSING_RESOLUTION,
     callback=None,
     **predict_options,
-) -> LotusPrediction:
+) -> DepthMap:
     """Predict at full resolution: a global pass plus aligned, blended native-resolution tiles.
 
     Memory grows with ``tile_size`` (one tile is in the networks at a time) and, for the result
@@ -40,16 +43,15 @@ def predict_tiled(
     of every tile.
     Other options are those of ``predict``.
     """
-    images = check_images(images)
     height, width = images.shape[-2:]
     tiles = tile_layout(height, width, tile_size, overlap)
     passes = len(tiles) + 1
-    whole = predict(model, images, processing_resolution=processing_resolution, restore="bilinear",
+    whole = run_prediction(model, images, processing_resolution=processing_resolution, restore="bilinear",
                     callback=part(callback, 0, passes), **predict_options)
 
     def tile_predictions():
         for index, tile in enumerate(tiles, start=1):
-            yield predict(model, images[(..., *tile.region)], processing_resolution=0,
+            yield run_prediction(model, images[(..., *tile.region)], processing_resolution=0,
                           callback=part(callback, index, passes), **predict_options).values
 
     combined = blend_tiles(whole.values.cpu(), tiles, tile_predictions(), overlap,
@@ -58,4 +60,24 @@ def predict_tiled(
         combined = torch.nn.functional.normalize(combined, dim=1)
     else:
         combined = into_unit_range(combined)
-    return LotusPrediction.from_values(combined.to(images.device), whole.latent, model.quantity)
+    return replace(whole, values=combined.to(images.device))
+
+
+predict_tiled = validating_images(_predict_tiled)
+
+
+def blend_tiles(reference: torch.Tensor, tiles: list[Tile], tile_values: Iterable[torch.Tensor], overlap: int,
+                align: bool = True) -> torch.Tensor:
+    """Blend per-tile maps [B, C, h, w] into one [B, C, H, W] the size of ``reference``.
+
+    With ``align``, each tile is first mapped onto ``reference`` (the global prediction) by its
+    least-squares scale and shift over the tile's area. ``tile_values`` may be a generator, so only
+    one tile needs to exist at a time.
+    """
+    height, width = reference.shape[-2:]
+    result = torch.zeros_like(reference)
+    for tile, weight, values in zip(tiles, blend_weights(tiles, height, width, overlap), tile_values, strict=True):
+        area = (..., *tile.region)
+        values = values.to(reference)
+        result[area] += weight * (align_to(values, reference[area]) if align else values)
+    return result

@@ -14,7 +14,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from .memory import VAE_SCALE
-from .tiles import Tile, blend_weights, tile_layout
+from .tile_grid import Tile, blend_weights, tile_layout
 
 
 def count(latent_size: tuple[int, int], tile: int | None) -> int:

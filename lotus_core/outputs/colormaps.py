@@ -14,9 +14,11 @@ from importlib import resources
 import torch
 from safetensors.torch import load_file
 
-from .depthmap import DepthMap
-from .errors import check_choice
-from .levels import normalize
+from ..depthmap import DepthMap
+from ..errors import check_choice
+
+# lotus_core, wherever it is imported from (inside ComfyUI it is <pack folder>.lotus_core).
+CORE_PACKAGE = __name__.rsplit(".", 2)[0]
 
 # name -> whether near sits at the table's low end (Spectral starts red; the others end bright/red)
 COLORMAPS = {"spectral": True, "inferno": False, "magma": False, "turbo": False, "viridis": False, "gray": False}
@@ -25,7 +27,7 @@ TABLE_SIZE = 256
 
 @lru_cache(maxsize=1)
 def _tables() -> dict[str, torch.Tensor]:
-    path = resources.files(__package__) / "assets" / "colormaps.safetensors"
+    path = resources.files(CORE_PACKAGE) / "assets" / "colormaps.safetensors"
     with resources.as_file(path) as file:
         return load_file(file)
 
@@ -59,9 +61,7 @@ def colorize(depth: DepthMap, colormap: str = "spectral", *, low: float = 0.0, h
         reverse: near at the other end.
     """
     check_choice("colormap", colormap, COLORMAPS)
-    values = depth.values.float()
-    positions = normalize(values, low, high, per_image=per_image) if stretch else values.clamp(0, 1)
-    # One flip at most, so positions equal the reference's arithmetic exactly.
-    if (depth.near_is_high == COLORMAPS[colormap]) != reverse:
+    positions = depth.nearness(low, high, per_image=per_image, stretch=stretch)  # near = 1
+    if COLORMAPS[colormap] != reverse:  # this map's near end is its first entry
         positions = 1 - positions
     return apply_colormap(positions, colormap)

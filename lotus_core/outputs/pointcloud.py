@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .depthmap import DepthMap
-from .errors import LotusError
+from ..depthmap import DepthMap
+from ..errors import LotusError
 from .geometry import points_from_depth
 
 

@@ -11,11 +11,14 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from ..errors import LotusError
 from .architecture import NO_TASK_SWITCH
-from .errors import LotusError
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 LDM_UNET_PREFIX = "model.diffusion_model."  # what diffusers' converter expects in front of LDM keys
+# The keys that make a UNet a Lotus UNet, under diffusers and LDM (ComfyUI, original SD) names.
+TASK_SWITCH_KEYS = ("class_embedding.linear_1.weight", "label_emb.0.0.weight")
+CONV_IN_KEYS = ("conv_in.weight", "input_blocks.0.0.weight")
 
 
 def read_state_dict(path: Path, device="cpu", allow_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -59,6 +62,13 @@ def read_safetensors_keys(path: Path) -> list[str] | None:
     return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
 
 
+def holds_lotus_unet(path: Path) -> bool:
+    """Whether a safetensors file holds a Lotus UNet (a task-switch embedding and a conv_in, under
+    diffusers or LDM names), read from its header alone."""
+    keys = read_safetensors_keys(Path(path)) or []
+    return any(k.endswith(TASK_SWITCH_KEYS) for k in keys) and any(k.endswith(CONV_IN_KEYS) for k in keys)
+
+
 def unet_to_diffusers_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A Lotus UNet state dict with diffusers key names, whether it came with them or LDM ones."""
     if any(k.startswith(LDM_UNET_PREFIX) for k in sd):
@@ -68,7 +78,7 @@ def unet_to_diffusers_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     else:
         return sd
     keys = [k.removeprefix(LDM_UNET_PREFIX) for k in sd]
-    if "label_emb.0.0.weight" not in keys:
+    if TASK_SWITCH_KEYS[1] not in keys:
         raise LotusError(NO_TASK_SWITCH)
     levels = 1 + sum(k.startswith("input_blocks.") and k.endswith(".0.op.weight") for k in keys)
     input_blocks = len({k.split(".")[1] for k in keys if k.startswith("input_blocks.")})

@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 import psutil
 import torch
 
-from .errors import LotusError
-from .imaging import processing_size
+from ..errors import LotusError
+from .images import processing_size
 
 log = logging.getLogger(__name__)
 
 # Peak activations per processed pixel, in elements of the VAE's dtype, for the SD VAE and the SD2
-# UNet. From the official pipeline's fp32 working sets (perf_baseline.md §4: decoder 1.1 GB at 512²
+# UNet. From the official pipeline's fp32 working sets, measured on this project's CPU (decoder 1.1 GB at 512²
 # and 2.3 GB at 768², UNet 0.1-0.3 GB), rounded up. The VAE's is its decoder's: the encoder, which
 # runs before the UNet and never at the same time, needs less (0.7 / 1.4 GB).
 VAE_ELEMENTS_PER_PIXEL = 1100
@@ -91,6 +91,19 @@ def check_fits(image_size: tuple[int, int], processing_resolution: int, element_
         f"processing_resolution={processing_resolution} means {size[1]}x{size[0]} px for this"
         f" {image_size[1]}x{image_size[0]} image, which needs about {need / 1e9:.1f} GB of working memory;"
         f" {budget / 1e9:.1f} GB are available: {advice} (or use bf16/fp16, or free memory)")
+
+
+def activation_bytes(model, image_size: tuple[int, int], processing_resolution: int, images: int = 1, *,
+                     tile_size: int | None = None) -> int:
+    """Working memory ``images`` of ``image_size`` (h, w) need at ``processing_resolution`` with the
+    whole-image VAE: what a host should make room for before predicting (ComfyUI's model
+    management). With ``tile_size``: high-res tiles, the larger of the global pass and one tile."""
+    element_size = model.vae.dtype.itemsize
+    need = working_bytes(processing_size(*image_size, processing_resolution), element_size)
+    if tile_size is not None:
+        tile = (min(tile_size, image_size[0]), min(tile_size, image_size[1]))
+        need = max(need, working_bytes(tile, element_size))
+    return need * images
 
 
 def working_bytes(size: tuple[int, int], element_size: int, vae_tile: int | None = None) -> int:

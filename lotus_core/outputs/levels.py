@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import LotusError
+from ..errors import LotusError
 
 
 def percentile_range(values: torch.Tensor, low: float = 0.0, high: float = 100.0, *,

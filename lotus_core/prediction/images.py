@@ -6,13 +6,16 @@ torchvision's tensor ``resize`` calls ``torch.nn.functional.interpolate`` with
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 
-from .errors import LotusError, check_choice
+from ..errors import LotusError, check_choice
 
 MIN_EDGE = 8  # the VAE downsamples by 8: anything smaller has no latent pixel
 RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
@@ -20,6 +23,7 @@ RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
 OVERSHOOT = 0.5
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def check_images(images: torch.Tensor) -> torch.Tensor:
@@ -39,9 +43,7 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
         raise LotusError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
     if images.shape[0] == 0:
         raise LotusError("images is an empty batch (B = 0)")
-    height, width = images.shape[-2:]
-    if min(height, width) < MIN_EDGE:
-        raise LotusError(f"images of {width}x{height} px are too small: both edges must be >= {MIN_EDGE} px")
+    _check_edges(*images.shape[-2:])
     low, high = (value.item() for value in torch.aminmax(images))  # one pass: NaN and Inf show here too
     if not (math.isfinite(low) and math.isfinite(high)):
         raise LotusError("images contain NaN or Inf values; every value must be finite and in [0, 1]")
@@ -55,6 +57,22 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1)
 
 
+def validating_images(run: Callable[..., T]) -> Callable[..., T]:
+    """``run(model, images, **options)`` that first checks ``images`` (``check_images``): the public
+    face of a prediction function, whose own callers inside the core pass images checked once."""
+
+    @functools.wraps(run)
+    def checked(model, images, **options) -> T:
+        return run(model, check_images(images), **options)
+
+    return checked
+
+
+def _check_edges(height: int, width: int) -> None:
+    if min(height, width) < MIN_EDGE:
+        raise LotusError(f"images of {width}x{height} px are too small: both edges must be >= {MIN_EDGE} px")
+
+
 def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]:
     """The size the reference processes an image at: long edge = ``resolution`` (0 = native).
 
@@ -63,6 +81,7 @@ def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]
     """
     if not isinstance(resolution, int) or resolution < 0:
         raise LotusError(f"processing_resolution={resolution!r} must be an integer >= 0 (0 = native size)")
+    _check_edges(height, width)
     if resolution == 0:
         return height, width
     factor = min(resolution / width, resolution / height)

@@ -8,17 +8,24 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from ..errors import LotusError
 from .architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
 from .checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
-from .errors import LotusError
 from .hub import ProgressCallback, fetch
-from .model import LotusModel, coerce_quantity
-from .variants import KNOWN_CHECKPOINTS, Quantity, identify_by_hash, identify_by_name, known_checkpoint
+from .model import LotusModel
+from .precision import resolve_dtype, vae_dtype_for
+from .variants import (
+    KNOWN_CHECKPOINTS,
+    Quantity,
+    coerce_quantity,
+    identify_by_hash,
+    identify_by_name,
+    known_checkpoint,
+)
 
 WEIGHT_NAMES = ("diffusion_pytorch_model{}.safetensors", "diffusion_pytorch_model{}.bin")
 # model_index.json class names that only the v2 disparity releases use
 DISPARITY_PIPELINES = {"DirectDiffusionY0Pipeline", "DirectRegressionPipeline"}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def load_model(
@@ -40,13 +47,13 @@ def load_model(
             diffusers folder (``model_index.json``, ``unet/``, ``vae/``), or the name of a published
             release (``KNOWN_CHECKPOINTS``, e.g. "lotus-depth-g-v2-1-disparity") that is not an
             existing path: it is taken from the Hugging Face cache, downloaded first if needed
-            (``lotus_core.hub.fetch``).
+            (``lotus_core.fetch``).
         vae: an SD1.x/SD2 VAE file or ``vae/`` folder; defaults to the checkpoint folder's ``vae/``.
         quantity: "depth", "disparity" or "normal"; needed only for files not in the table of
             known releases (``lotus_core.KNOWN_CHECKPOINTS``).
-        dtype, vae_dtype: weights precision. ``vae_dtype`` defaults to ``dtype``, except that the
-            SD VAE overflows in fp16 (NaN or black patches at high resolution), so with fp16 it
-            defaults to bf16 on GPUs that have it and to fp32 elsewhere.
+        dtype, vae_dtype: weights precision: a torch dtype, "fp32", "fp16", "bf16" or "auto" (for
+            ``device``: ``precision.resolve_dtype``). ``vae_dtype`` defaults to ``dtype``, but never
+            fp16 unless asked (the SD VAE overflows in it: ``precision.vae_dtype_for``).
         channels_last: keep the VAE in channels-last memory format; None = on a CPU only, where its
             full-resolution convolutions run 13-16% faster (on an H100 it was 45% slower: GroupNorm).
             The result moves by under 1e-4 (another summation order); False reproduces the reference
@@ -55,9 +62,9 @@ def load_model(
         download_progress: called with (bytes done, bytes total) while a release is downloaded.
     """
     path = Path(checkpoint).expanduser()
-    dtype = _coerce_dtype("dtype", dtype)
     device = torch.device(device)
-    vae_dtype = _coerce_dtype("vae_dtype", vae_dtype) if vae_dtype is not None else _safe_vae_dtype(dtype, device)
+    dtype = resolve_dtype("dtype", dtype, device)
+    vae_dtype = vae_dtype_for(dtype, device) if vae_dtype is None else resolve_dtype("vae_dtype", vae_dtype, device)
     release = None
     if not path.exists():
         release = known_checkpoint(str(checkpoint))
@@ -141,17 +148,3 @@ def _known_quantity(path: Path, generative: bool) -> Quantity:
         " known Lotus releases. Pass quantity='depth', 'disparity' or 'normal'"
         " (CLI: --quantity, ComfyUI loader: the 'quantity' widget)"
     )
-
-
-def _safe_vae_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    if dtype != torch.float16:
-        return dtype
-    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-
-
-def _coerce_dtype(argument: str, value) -> torch.dtype:
-    if isinstance(value, torch.dtype) and value in DTYPES.values():
-        return value
-    if value in DTYPES:
-        return DTYPES[value]
-    raise LotusError(f"{argument}={value!r} is not supported; use one of {', '.join(DTYPES)} or the torch dtype")

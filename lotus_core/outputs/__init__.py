@@ -1,0 +1,1 @@
+"""Depth for other tools: levels, colour maps, files, metric distances, geometry and point clouds."""
