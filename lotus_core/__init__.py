@@ -20,7 +20,15 @@ from .loading.model import LotusModel
 from .loading.precision import PRECISIONS, choose_dtypes
 from .loading.variants import KNOWN_CHECKPOINTS, KnownCheckpoint, Quantity, known_checkpoint
 from .outputs.colormaps import COLORMAPS, colorize
-from .outputs.files import FILE_FORMATS, read_depth_file, save_depth_frame, write_exr, write_npy, write_png16
+from .outputs.files import (
+    FILE_FORMATS,
+    png16_range,
+    read_depth_file,
+    save_depth_frame,
+    write_exr,
+    write_npy,
+    write_png16,
+)
 from .outputs.geometry import (
     AXES,
     CAMERAS,
@@ -54,8 +62,9 @@ __all__ = [
     # the one value type, and depth for other tools
     "AXES", "CAMERAS", "COLORMAPS", "DepthMap", "FILE_FORMATS", "NORMAL_CONVENTIONS", "colorize",
     "convert_normal_map", "decode_normals", "encode_normals", "normalize", "normals_from_depth", "normals_to_image",
-    "percentile_range", "points_from_depth", "read_depth_file", "remap", "save_depth_frame", "save_point_cloud",
-    "to_controlnet", "with_known_distances", "with_near_far", "write_exr", "write_npy", "write_ply", "write_png16",
+    "percentile_range", "png16_range", "points_from_depth", "read_depth_file", "remap", "save_depth_frame",
+    "save_point_cloud", "to_controlnet", "with_known_distances", "with_near_far", "write_exr", "write_npy",
+    "write_ply", "write_png16",
     # errors, and names kept for older code
     "LotusError", "LotusPrediction", "check_choice",
 ]

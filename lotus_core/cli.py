@@ -15,13 +15,13 @@ from tqdm import tqdm
 from .depthmap import DepthMap, to_controlnet
 from .errors import LotusError
 from .loading.load import load_model
-from .loading.precision import PRECISIONS
+from .loading.precision import PRECISIONS, choose_dtypes
 from .loading.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
 from .outputs.colormaps import COLORMAPS
 from .outputs.files import FILE_FORMATS, save_depth_frame, write_npy
 from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, predict
 from .quality.ensemble import predict_ensemble
-from .quality.highres import predict_tiled
+from .quality.highres import DEFAULT_OVERLAP, predict_tiled
 from .quality.video import predict_video
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     modes.add_argument("--flip", action="store_true", help="with --ensemble: every second member sees the mirror")
     modes.add_argument("--tile", type=int, default=0, metavar="SIZE",
                        help="full-resolution depth from a global pass plus SIZE px native tiles (e.g. 768)")
-    modes.add_argument("--overlap", type=int, default=128, help="with --tile: tile overlap in px (default 128)")
+    modes.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                       help="with --tile: tile overlap in px (default %(default)s)")
     modes.add_argument("--video", action="store_true",
                        help="the inputs (sorted) are frames of one video: shared noise, latent carry-over,"
                             " frame-to-frame alignment, one ControlNet normalisation for all frames")
@@ -120,12 +121,12 @@ def save(prediction: DepthMap, stem: Path, kinds: list[str], *, colormap: str = 
     """Write one image's prediction in each of ``kinds`` (``FILE_FORMATS``) as <stem>_<what>.<ending>;
     ``control`` overrides its ControlNet map (video: one normalisation for the sequence)."""
     quantity = prediction.quantity.value
-    names = {"png16": f"_{quantity}.png", "exr": f"_{quantity}.exr", "npy": f"_{quantity}.npy",
-             "control": "_control.png", "color": f"_{quantity}_{colormap}.png"}
+    what = {"control": "control", "color": f"{quantity}_{colormap}"}  # other formats: the quantity
     if prediction.quantity is Quantity.NORMAL:  # a normal map is the one picture of normals
         kinds = list(dict.fromkeys("png16" if kind in ("control", "color") else kind for kind in kinds))
     for kind in kinds:
-        save_depth_frame(f"{stem}{names[kind]}", prediction, 0, kind, colormap=colormap, control=control)
+        save_depth_frame(f"{stem}_{what.get(kind, quantity)}{FILE_FORMATS[kind]}", prediction, 0, kind,
+                         colormap=colormap, control=control)
     if "npy" in kinds and prediction.uncertainty is not None:
         write_npy(f"{stem}_uncertainty.npy", prediction.uncertainty[0, 0],
                   {"lotus_model": prediction.model, "lotus_quantity": f"spread of the ensemble's {quantity}"})
@@ -162,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         device = args.device or default_device()
         release = None if Path(args.checkpoint).expanduser().exists() else known_checkpoint(args.checkpoint)
         progress = DownloadBar(f"downloading {release.name}") if release is not None else None
-        model = load_model(args.checkpoint, args.vae, quantity=args.quantity, device=device,
-                           dtype=args.dtype, channels_last=args.channels_last, allow_pickle=args.allow_pickle,
+        unet_dtype, vae_dtype = choose_dtypes(args.dtype, device)
+        model = load_model(args.checkpoint, args.vae, quantity=args.quantity, device=device, dtype=unet_dtype,
+                           vae_dtype=vae_dtype, channels_last=args.channels_last, allow_pickle=args.allow_pickle,
                            download_progress=progress)
         if args.compile:
             model.compile()

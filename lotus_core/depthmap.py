@@ -61,17 +61,32 @@ class DepthMap:
     def is_metric(self) -> bool:
         return self.unit is not None
 
-    def nearness(self, low: float = 0.0, high: float = 100.0, *, per_image: bool = True, gamma: float = 1.0,
-                 stretch: bool = True) -> torch.Tensor:
-        """[B, 1, H, W] in [0, 1] with near = 1: the values stretched so that percentiles ``low`` and
-        ``high`` become the ends (``stretch=False``: taken as they are, clipped to [0, 1])."""
+    @property
+    def polarity(self) -> str:
+        """Which end of the values is near, in words (as written into saved files)."""
+        return "near = high" if self.near_is_high else "near = low"
+
+    def require_depth(self, what: str) -> None:
+        """Refuse normals where depth or disparity is needed, naming ``what`` needs it."""
         if self.quantity is Quantity.NORMAL:
-            raise LotusError("nearness needs depth or disparity, got normals")
+            raise LotusError(f"{what} needs depth or disparity, got normals")
+
+    def nearness(self, low: float = 0.0, high: float = 100.0, *, per_image: bool = True, gamma: float = 1.0,
+                 stretch: bool = True, near: int = 1) -> torch.Tensor:
+        """[B, 1, H, W] in [0, 1] with near = ``near`` (1 or 0): the values stretched so that
+        percentiles ``low`` and ``high`` become the ends (``stretch=False``: Lotus values taken as
+        they are, clipped to [0, 1]). The values are flipped at most once, so ``near`` at the model's
+        own end gives exactly ``normalize(values)``."""
+        self.require_depth("nearness")
+        if not stretch and self.is_metric:
+            raise LotusError("stretch=False takes values in 0..1 as they are; a metric map holds distances:"
+                             " stretch it")
         values = self.values.float()
+        flip = self.near_is_high != (near == 1)
         if not stretch:
             values = values.clamp(0, 1)
-        toward_near = values if self.near_is_high else 1 - values
-        return normalize(toward_near, low, high, per_image=per_image, gamma=gamma) if stretch else toward_near
+            return 1 - values if flip else values
+        return normalize(1 - values if flip else values, low, high, per_image=per_image, gamma=gamma)
 
     def frame(self, index: int) -> DepthMap:
         """One image of the batch (as a batch of one)."""
@@ -124,8 +139,7 @@ def to_controlnet(prediction: DepthMap, *, low: float = 0.0, high: float = 100.0
     relative inverse depth), whatever the checkpoint's polarity. ``per_image=False`` keeps one scale
     over the batch (video); ``gamma`` < 1 brightens the far range, > 1 darkens it.
     """
-    if prediction.quantity is Quantity.NORMAL:
-        raise LotusError("to_controlnet needs a depth or disparity prediction, got normals")
+    prediction.require_depth("to_controlnet")
     return prediction.nearness(low, high, per_image=per_image, gamma=gamma)
 
 

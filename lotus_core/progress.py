@@ -48,7 +48,10 @@ def interruptible(modules: tuple[torch.nn.Module, ...], check: InterruptCheck | 
     if check is None:
         yield
         return
-    handles = [layer.register_forward_pre_hook(lambda *_: check())
+    def hook(*_) -> None:  # a pre-hook's return value would replace the layer's input
+        check()
+
+    handles = [layer.register_forward_pre_hook(hook)
                for module in modules for layer in module.modules() if isinstance(layer, CHECKED_LAYERS)]
     try:
         yield

@@ -7,13 +7,13 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..lotus_core import PRECISIONS, choose_dtypes, load_model
+from ..lotus_core import PRECISIONS, Quantity, choose_dtypes, load_model
 from .base import LotusNode, schema
 from .comfy_model import ComfyLotusModel
 from .model_files import FROM_CHECKPOINT_FOLDER, checkpoint_choices, checkpoint_path, checkpoints_on_disk, vae_choices
 
 LotusModelType = io.Custom("LOTUSDEPTH_MODEL")
-QUANTITIES = ("auto", "depth", "disparity", "normal")
+QUANTITIES = ("auto", *(q.value for q in Quantity))
 DEFAULT_RELEASE = "lotus-depth-g-v2-1-disparity/"  # the Lotus authors' recommended depth model
 
 

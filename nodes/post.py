@@ -28,6 +28,7 @@ from ..lotus_core import (
     encode_normals,
     normals_from_depth,
     percentile_range,
+    png16_range,
     remap,
     save_depth_frame,
     save_point_cloud,
@@ -37,7 +38,7 @@ from ..lotus_core import (
 from .base import LotusNode, schema
 from .predict import LotusDepthMapType
 
-QUANTITIES = ("auto", "depth", "disparity")
+QUANTITIES = ("auto", *(q.value for q in Quantity if q is not Quantity.NORMAL))
 SCOPES = ("per image", "whole batch")
 BIG = 1e6
 
@@ -213,7 +214,7 @@ class SaveDepth(LotusNode):
         depth_map = _as_depth_map(depth, quantity)
         values = depth_map.values
         # one png16 encoding for the whole batch, so frames compare directly
-        low, high = min(0.0, values.min().item()), max(1.0, values.max().item())
+        low, high = png16_range(values)
         picture = FILE_FORMATS[format] == ".png"
         extra = cls._workflow_metadata() if picture else {}
         results = []

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_quality import distorted_tiles, synthetic_depth  # noqa: E402
 
 import lotus_core  # noqa: E402
-from lotus_core.prediction.tile_grid import blend_tiles, tile_layout  # noqa: E402
+from lotus_core.prediction.tile_grid import tile_layout  # noqa: E402
+from lotus_core.quality.highres import blend_tiles  # noqa: E402
 from lotus_core.quality.video import stabilize  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "quality_tiles.png"

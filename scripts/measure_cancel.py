@@ -263,7 +263,7 @@ def network_flops(height: int, width: int) -> dict[str, float]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lotus_core.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG
+    from lotus_core.loading.architecture import LOTUS_UNET_CONFIG, SD_VAE_CONFIG
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config({**LOTUS_UNET_CONFIG, "in_channels": 8})
@@ -503,7 +503,7 @@ def main() -> None:
 
 
 def _processing(resolution: int) -> tuple[int, int]:
-    from lotus_core.imaging import processing_size
+    from lotus_core.prediction.images import processing_size
 
     return processing_size(INPUT_SIZE[1], INPUT_SIZE[0], resolution)
 

@@ -203,3 +203,11 @@ def test_cli_refuses_combined_modes_and_mixed_frame_sizes(files, tmp_path, capsy
     assert "cannot be combined" in capsys.readouterr().err
     assert main([str(checkpoint), str(images), "--vae", str(vae), "-o", str(tmp_path), "--video"]) == 2
     assert "--video needs frames of one size" in capsys.readouterr().err
+
+
+def test_cli_follows_the_one_precision_policy(files, tmp_path):
+    checkpoint, _, vae, images = files
+    with pytest.raises(SystemExit):  # argparse: not a choice
+        main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--dtype", "fp8"])
+    assert main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path),
+                 "--device", "cpu", "--dtype", "fp16"]) == 2  # refused on a CPU, as the loader node refuses it

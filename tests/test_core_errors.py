@@ -20,6 +20,7 @@ from tiny import (
     tiny_vae,
 )
 
+import lotus_core
 from lotus_core import LotusError, LotusModel, load_model, predict
 
 GOOD = torch.full((1, 3, 16, 24), 0.5)
@@ -288,3 +289,43 @@ def test_errors_leave_the_model_usable(model_d):
     after = model_d.unet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert predict(model_d, GOOD, processing_resolution=0, encode="mean").values.shape == (1, 1, 16, 24)
+
+
+def test_normals_are_refused_where_depth_is_needed():
+    normals = lotus_core.DepthMap(torch.nn.functional.normalize(torch.rand(1, 3, 6, 8), dim=1), "normal")
+    for name, call in [("with_near_far", lambda: lotus_core.with_near_far(normals, 1.0, 10.0)),
+                       ("with_known_distances",
+                        lambda: lotus_core.with_known_distances(normals, (0, 0, 1), (1, 1, 2))),
+                       ("normals_from_depth", lambda: lotus_core.normals_from_depth(normals)),
+                       ("to_controlnet", lambda: lotus_core.to_controlnet(normals))]:
+        with pytest.raises(LotusError, match=f"{name} needs depth or disparity, got normals"):
+            call()
+
+
+def test_unstretched_nearness_refuses_distances():
+    metric = lotus_core.DepthMap(torch.full((1, 1, 4, 4), 3.0), "depth", unit="m")
+    with pytest.raises(LotusError, match="a metric map holds distances"):
+        lotus_core.colorize(metric, stretch=False)
+
+
+def test_a_tile_that_cannot_fit_is_refused_in_terms_of_tile_size(model_d):
+    image = torch.rand(1, 3, 48, 64)
+    with pytest.raises(LotusError, match=r"tile_size=48: one 48x48 px tile needs about .* use a smaller tile_size"):
+        lotus_core.predict_tiled(model_d, image, tile_size=48, overlap=8, processing_resolution=32, memory_limit=1000)
+
+
+@pytest.mark.parametrize(("function", "option", "message"), [
+    (lotus_core.predict_tiled, {"restore": "nearest-exact"}, "leave out restore"),
+    (lotus_core.predict_video, {"shared_noise": False}, "leave out shared_noise"),
+])
+def test_options_a_quality_mode_sets_itself_are_refused(model_d, function, option, message):
+    with pytest.raises(LotusError, match=message):
+        function(model_d, torch.rand(2, 3, 16, 16), processing_resolution=0, **option)
+
+
+def test_a_check_interrupt_that_returns_a_value_changes_nothing(model_d):
+    image = torch.rand(1, 3, 16, 16)
+    plain = lotus_core.predict(model_d, image, processing_resolution=0, seed=0).values
+    checked = lotus_core.predict(model_d, image, processing_resolution=0, seed=0,
+                                 check_interrupt=lambda: False).values
+    assert torch.equal(plain, checked)

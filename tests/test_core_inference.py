@@ -343,7 +343,7 @@ def test_normals_to_image(normals):
 
 
 def test_normals_have_no_controlnet_polarity(normals):
-    with pytest.raises(LotusError, match="to_controlnet needs a depth or disparity prediction, got normals"):
+    with pytest.raises(LotusError, match="to_controlnet needs depth or disparity, got normals"):
         to_controlnet(normals)
     with pytest.raises(LotusError, match="normal maps have no near/far polarity"):
         Quantity.NORMAL.near_is_high
@@ -353,3 +353,13 @@ def test_normals_to_image_refuses_depth(model_d):
     depth = predict(model_d, pictures(1, 16, 16), processing_resolution=0, encode="mean")
     with pytest.raises(LotusError, match="normals_to_image needs a normal prediction, got depth"):
         normals_to_image(depth)
+
+
+def test_names_kept_for_older_code_still_work(model_g):
+    prediction = predict(model_g, pictures(1, 16, 24), processing_resolution=0, seed=0)
+    assert isinstance(prediction, lotus_core.LotusPrediction)
+    assert torch.equal(prediction.image, prediction.values.expand(-1, 3, -1, -1))
+    again = lotus_core.LotusPrediction.from_values(prediction.values, prediction.latent, Quantity.DEPTH)
+    assert torch.equal(again.values, prediction.values) and again.quantity is Quantity.DEPTH
+    relabelled = DepthMap.from_prediction(prediction, "renamed", 512)
+    assert (relabelled.model, relabelled.processing_resolution) == ("renamed", 512)

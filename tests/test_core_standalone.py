@@ -126,3 +126,33 @@ def test_core_tests_and_their_fixtures_import_nothing_of_comfyui(request, tmp_pa
     # The same check sees a ComfyUI-side import made one module down.
     (tmp_path / "uses_the_harness.py").write_text("import comfy_server\n")
     assert "comfy_server" in modules_imported_by([tmp_path / "uses_the_harness.py"], tmp_path)
+
+
+def test_nodes_use_only_the_cores_public_names():
+    """nodes/ -> lotus_core goes through ``lotus_core.__all__`` only: no private submodule, no name
+    outside the public API."""
+    public = set(lotus_core.__all__)
+    sources = sorted((REPO / "nodes").glob("*.py"))
+    assert len(sources) > 5
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:  # from ..<something> import
+                assert node.module == "lotus_core", f"{source.name} imports ..{node.module}"
+                assert {alias.name for alias in node.names} <= public, source.name
+
+
+def test_requirements_txt_lists_the_packages_dependencies_but_torch():
+    """ComfyUI-Manager installs requirements.txt; pip installs pyproject's dependencies: the same list,
+    except torch, which ComfyUI brings."""
+    import re
+
+    import tomllib
+
+    def names(lines):
+        return {re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0].lower() for line in lines
+                if line.strip() and not line.strip().startswith("#")}
+
+    declared = names(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    required = names((REPO / "requirements.txt").read_text().splitlines())
+    assert "torch" not in required
+    assert required == declared - {"torch"}

@@ -138,3 +138,12 @@ def test_remap_levels_gamma_invert_clip():
         lotus_core.remap(x, 0.5, 0.5)
     with pytest.raises(lotus_core.LotusError, match="gamma"):
         lotus_core.remap(x, gamma=0)
+
+
+def test_depth_is_flipped_at_most_once_on_its_way_into_a_colour_map():
+    """v1 depth (near = low) into Spectral (near at the first entry) is looked up as normalize(v)
+    itself, with no 1 - (1 - v) round trip that moves values across table entries."""
+    values = torch.rand(1, 1, 256, 256, generator=torch.Generator().manual_seed(5))
+    depth = lotus_core.DepthMap(values, "depth")
+    expected = apply_colormap(lotus_core.normalize(values), "spectral")
+    assert torch.equal(lotus_core.colorize(depth, "spectral"), expected)

@@ -61,7 +61,6 @@ def colorize(depth: DepthMap, colormap: str = "spectral", *, low: float = 0.0, h
         reverse: near at the other end.
     """
     check_choice("colormap", colormap, COLORMAPS)
-    positions = depth.nearness(low, high, per_image=per_image, stretch=stretch)  # near = 1
-    if COLORMAPS[colormap] != reverse:  # this map's near end is its first entry
-        positions = 1 - positions
+    near_first = COLORMAPS[colormap] != reverse  # near at the table's first entry
+    positions = depth.nearness(low, high, per_image=per_image, stretch=stretch, near=0 if near_first else 1)
     return apply_colormap(positions, colormap)

@@ -53,7 +53,7 @@ def depth_metadata(depth: DepthMap, frame: int = 0) -> dict[str, str | int | flo
         "lotus_frame": frame,
     }
     if depth.quantity is not Quantity.NORMAL:
-        meta["lotus_polarity"] = "near = high" if depth.near_is_high else "near = low"
+        meta["lotus_polarity"] = depth.polarity
     if depth.processing_resolution is not None:
         meta["lotus_processing_resolution"] = int(depth.processing_resolution)
     if depth.is_metric:
@@ -61,12 +61,19 @@ def depth_metadata(depth: DepthMap, frame: int = 0) -> dict[str, str | int | flo
     return meta
 
 
+def png16_range(values) -> tuple[float, float]:
+    """The png16 encoding range of ``values`` (one frame, or a whole batch so frames compare directly):
+    ``min(0, data)`` .. ``max(1, data)``, so Lotus maps in [0, 1] are stored as ``value * 65535``."""
+    return min(0.0, float(values.min())), max(1.0, float(values.max()))
+
+
 def write_png16(path: str | Path, values, metadata: dict | None = None, *, low: float | None = None,
                 high: float | None = None) -> Path:
     """A 16-bit greyscale PNG of [H, W] values (tensor or array), metadata in text chunks."""
     array = _frame(values)
-    low = min(0.0, float(array.min())) if low is None else float(low)
-    high = max(1.0, float(array.max())) if high is None else float(high)
+    default_low, default_high = png16_range(array)
+    low = default_low if low is None else float(low)
+    high = default_high if high is None else float(high)
     if not high > low:
         raise LotusError(f"png16 range low={low!r}, high={high!r} is empty")
     if array.min() < low or array.max() > high:

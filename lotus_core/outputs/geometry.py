@@ -85,6 +85,7 @@ def normals_from_depth(depth: DepthMap, *, camera: str = "pinhole", fov_degrees:
             see ``with_near_far``: only their ratio matters here) or "orthographic" (the map, stretched
             to 0..1 with near = 0, is ``relief`` image widths deep).
     """
+    depth.require_depth("normals_from_depth")
     check_choice("camera", camera, CAMERAS)
     if camera == "pinhole":
         z = with_near_far(depth, near, far).values

@@ -22,6 +22,7 @@ def with_near_far(depth: DepthMap, near: float, far: float, unit: str = "") -> D
     Depth (near = 0): ``z = near + v * (far - near)``. Disparity (near = 1): linear in 1 / z,
     ``1 / z = 1 / far + v * (1 / near - 1 / far)``. A metric map is returned unchanged.
     """
+    depth.require_depth("with_near_far")
     if depth.is_metric:
         return depth
     if not (0 < near < far):
@@ -44,6 +45,7 @@ def with_known_distances(depth: DepthMap, first: tuple[int, int, float], second:
             that point's z-depth. Depth maps get ``z = a * v + b``, disparity maps ``1 / z = a * v + b``,
             with ``a`` and ``b`` solved per image from the two pixels.
     """
+    depth.require_depth("with_known_distances")
     if depth.is_metric:
         raise LotusError("the depth map is already metric; known distances apply to affine-invariant maps")
     _, _, height, width = depth.values.shape
@@ -65,9 +67,8 @@ def with_known_distances(depth: DepthMap, first: tuple[int, int, float], second:
                          " different depths")
     scale = (targets[1] - targets[0]) / span  # [B]
     if (scale <= 0).any():
-        polarity = "near = low" if depth.quantity is Quantity.DEPTH else "near = high"
         raise LotusError(f"the nearer of the two points has the farther map value, which contradicts the map's"
-                         f" polarity ({depth.quantity.value}, {polarity}); check the points or the quantity")
+                         f" polarity ({depth.quantity.value}, {depth.polarity}); check the points or the quantity")
     shift = targets[0] - scale * samples[0]
     fitted = depth.values.double() * scale[:, None, None, None] + shift[:, None, None, None]
     z = fitted if depth.quantity is Quantity.DEPTH else 1 / fitted

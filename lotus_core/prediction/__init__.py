@@ -1,1 +1,1 @@
-"""Prediction: the single-step pipeline, its memory plan, VAE tiling, progress and Cancel."""
+"""Prediction: the single-step pipeline, its memory plan, VAE tiling and image checks."""

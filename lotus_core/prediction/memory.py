@@ -82,9 +82,8 @@ def check_fits(image_size: tuple[int, int], processing_resolution: int, element_
     low, high = 0, max(size) // VAE_SCALE  # in steps of 8 px: the largest resolution that fits
     while low < high:
         middle = (low + high + 1) // 2
-        fits = working_bytes(processing_size(*image_size, middle * VAE_SCALE), element_size,
-                             MIN_VAE_TILE if vae_tiles else None) <= budget
-        low, high = (middle, high) if fits else (low, middle - 1)
+        low, high = (middle, high) if _fits(image_size, middle * VAE_SCALE, element_size, budget, vae_tiles) \
+            else (low, middle - 1)
     advice = (f"the largest processing_resolution that fits is {low * VAE_SCALE}" if low * VAE_SCALE >= 64
               else "free memory used by other models first")
     raise LotusError(
@@ -104,6 +103,14 @@ def activation_bytes(model, image_size: tuple[int, int], processing_resolution: 
         tile = (min(tile_size, image_size[0]), min(tile_size, image_size[1]))
         need = max(need, working_bytes(tile, element_size))
     return need * images
+
+
+def _fits(image_size: tuple[int, int], resolution: int, element_size: int, budget: int, vae_tiles: bool) -> bool:
+    try:
+        size = processing_size(*image_size, resolution)
+    except LotusError:  # too small to process at all
+        return False
+    return working_bytes(size, element_size, MIN_VAE_TILE if vae_tiles else None) <= budget
 
 
 def working_bytes(size: tuple[int, int], element_size: int, vae_tile: int | None = None) -> int:

@@ -103,7 +103,8 @@ def run_prediction(
         raise LotusError(f"latent_blend={latent_blend!r} must be a number in [0, 1)")
     if latent_blend and chunk_size not in (None, 1):
         raise LotusError(f"chunk_size={chunk_size!r} with latent_blend={latent_blend}: blended frames depend on"
-                         " the frame before, so they run one per pass; use chunk_size 1 (or None)")
+                         " the frame before, so they run one per pass; use chunk_size 1 or automatic (0 in ComfyUI,"
+                         " None in Python)")
     posterior_noise = _draw(latent_shape, shared_noise, generator) if encode == "sample" else None
 
     device = model.device

@@ -1,6 +1,6 @@
 """Overlapping tiles over an image and smooth blend weights that sum to one at every pixel.
 
-Used twice: by the high-resolution prediction (tiles of the image, ``tiling.py``) and by the VAE
+Used twice: by the high-resolution prediction (tiles of the image, ``quality/highres.py``) and by the VAE
 on images too large for memory (tiles of the latent, ``vae_tiling.py``).
 """
 

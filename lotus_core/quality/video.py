@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from ..depthmap import DepthMap
-from ..errors import check_choice
+from ..errors import LotusError, check_choice
 from ..loading.model import LotusModel
 from ..loading.variants import Quantity
 from ..prediction.images import validating_images
@@ -50,8 +50,10 @@ def _predict_video(
     back by one scale and shift for the whole sequence. Other options are those of ``predict``.
     """
     check_choice("align", align, ALIGN_MODES)
-    prediction = run_prediction(model, frames, shared_noise=True, latent_blend=latent_blend if model.generative else 0,
-                                **predict_options)
+    if "shared_noise" in predict_options:
+        raise LotusError("predict_video shares the random draws across frames itself: leave out shared_noise")
+    blend = latent_blend if model.generative else 0  # Lotus-D takes no noise to blend
+    prediction = run_prediction(model, frames, shared_noise=True, latent_blend=blend, **predict_options)
     if model.quantity is Quantity.NORMAL:
         return prediction
     return replace(prediction, values=into_unit_range(stabilize(prediction.values, align)))
