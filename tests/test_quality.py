@@ -237,3 +237,15 @@ def test_latent_blend_feeds_each_frame_the_previous_prediction(models, images):
 def test_quality_options_are_checked(models, images, call, message):
     with pytest.raises(lotus_core.LotusError, match=message):
         call(models["G"], images)
+
+
+def test_ensemble_uncertainty_is_in_the_units_of_the_combined_map():
+    from lotus_core.quality.ensemble import _combine_affine
+
+    ramp = torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
+    noise = torch.randn(3, 1, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.02
+    members = ramp + noise  # [E,B,1,H,W], consensus within [0, 1]: not rescaled
+    _, spread = _combine_affine(members, "mean")
+    doubled, doubled_spread = _combine_affine(2 * members, "mean")  # leaves [0, 1]: rescaled by about 1/2
+    assert doubled.min() == 0 and doubled.max() == 1 and spread.mean() > 1e-3
+    torch.testing.assert_close(doubled_spread, spread, atol=2e-3, rtol=0.05)  # not twice it

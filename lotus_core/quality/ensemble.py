@@ -81,4 +81,7 @@ def _combine_affine(values: torch.Tensor, reduction: str) -> tuple[torch.Tensor,
         values = torch.stack([align_to(member, consensus) for member in values])
         consensus = reduce(values)
     spread = values.std(0, unbiased=False)
-    return into_unit_range(consensus), spread
+    combined = into_unit_range(consensus)
+    # in the combined map's units: into_unit_range may have rescaled it
+    scale = (combined.max() - combined.min()) / (consensus.max() - consensus.min()).clamp_min(1e-12)
+    return combined, spread * scale
