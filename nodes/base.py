@@ -75,14 +75,23 @@ class LotusNode(io.ComfyNode):
             return
         function = execute.__func__
 
-        @functools.wraps(function)
-        def checked_execute(node, **values):
+        def check(node, values: dict) -> None:
             node_schema = node.SCHEMA or node.define_schema()
             own_checks = set()
             if "validate_inputs" in node.__dict__:
                 own_checks = set(inspect.signature(node.validate_inputs).parameters)
             check_inputs(node_schema, values, own_checks)
-            return function(node, **values)
+
+        if inspect.iscoroutinefunction(function):  # ComfyUI awaits async nodes: the wrapper must be one too
+            @functools.wraps(function)
+            async def checked_execute(node, **values):
+                check(node, values)
+                return await function(node, **values)
+        else:
+            @functools.wraps(function)
+            def checked_execute(node, **values):
+                check(node, values)
+                return function(node, **values)
 
         checked_execute.checks_inputs = True
         cls.execute = classmethod(checked_execute)

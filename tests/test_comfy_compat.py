@@ -90,3 +90,25 @@ def test_bad_combo_values_and_socket_kinds_are_refused_by_one_check(pack):
     with pytest.raises(ValueError, match=r"image='a.png' is not an IMAGE batch"):
         base.check_inputs(schema, {"image": "a.png"})
     base.check_inputs(schema, {"noise": "per image", "image": torch.zeros(1, 8, 8, 3), "seed": 3})
+
+
+def test_an_async_node_keeps_an_async_execute_with_the_same_checks(pack):
+    import asyncio
+    import inspect
+
+    _, base, _ = pack
+
+    class AsyncNode(base.LotusNode):
+        @classmethod
+        def define_schema(cls):
+            return base.schema(node_id="LotusDepth_AsyncTest", display_name="Async test", outputs=[],
+                               inputs=[base.io.Combo.Input("mode", options=["a", "b"])])
+
+        @classmethod
+        async def execute(cls, mode):
+            return mode
+
+    assert inspect.iscoroutinefunction(AsyncNode.execute)
+    assert asyncio.run(AsyncNode.execute(mode="a")) == "a"
+    with pytest.raises(ValueError, match="mode='c' is not one of 'a', 'b'"):
+        asyncio.run(AsyncNode.execute(mode="c"))
