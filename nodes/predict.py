@@ -88,9 +88,11 @@ def prepare(model: ComfyLotusModel, images: torch.Tensor, processing_resolution:
                 check_interrupt=mm.throw_exception_if_processing_interrupted)
 
 
-def require(model: ComfyLotusModel, wanted: set[Quantity], node: str, other: str) -> None:
+def require(model: ComfyLotusModel, wanted: set[Quantity], node: type[LotusNode], other: str) -> None:
+    """Refuse a checkpoint whose quantity ``node`` cannot use, naming the ``other`` node that can."""
     if model.core.quantity not in wanted:
-        raise LotusError(f"{model.core.name!r} predicts {model.core.quantity.value}; the {node} node needs a"
+        name = (node.SCHEMA or node.define_schema()).display_name
+        raise LotusError(f"{model.core.name!r} predicts {model.core.quantity.value}; the {name} node needs a"
                          f" {' or '.join(sorted(q.value for q in wanted))} checkpoint. Use the {other} node.")
 
 
@@ -124,7 +126,7 @@ class LotusDepth(LotusNode):
 
     @classmethod
     def execute(cls, lotus_model, image, processing_resolution, seed, noise, chunk_size) -> io.NodeOutput:
-        require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth", "Lotus Normals")
+        require(lotus_model, DEPTH_QUANTITIES, cls, "Lotus Normals")
         prediction = _predict(lotus_model, image, processing_resolution, seed, noise, chunk_size)
         return depth_result(prediction)
 
@@ -144,7 +146,7 @@ class LotusNormals(LotusNode):
 
     @classmethod
     def execute(cls, lotus_model, image, processing_resolution, seed, noise, chunk_size) -> io.NodeOutput:
-        require(lotus_model, {Quantity.NORMAL}, "Lotus Normals", "Lotus Depth")
+        require(lotus_model, {Quantity.NORMAL}, cls, "Lotus Depth")
         prediction = _predict(lotus_model, image, processing_resolution, seed, noise, chunk_size)
         normal_map = normals_to_image(prediction).movedim(1, -1).to(mm.intermediate_device())
         return io.NodeOutput(normal_map)

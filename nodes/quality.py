@@ -46,7 +46,7 @@ class LotusDepthEnsemble(LotusNode):
     @classmethod
     def execute(cls, lotus_model, image, processing_resolution, seed, chunk_size, ensemble_size, flip,
                 reduction) -> io.NodeOutput:
-        require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (Ensemble)", "Lotus Normals")
+        require(lotus_model, DEPTH_QUANTITIES, cls, "Lotus Normals")
         images = core_images(image)
         options = prepare(lotus_model, images, processing_resolution, chunk_size)
         prediction = predict_ensemble(lotus_model.core, images, ensemble_size=ensemble_size, flip=flip,
@@ -79,7 +79,7 @@ class LotusDepthTiled(LotusNode):
     @classmethod
     def execute(cls, lotus_model, image, processing_resolution, seed, chunk_size, tile_size,
                 overlap) -> io.NodeOutput:
-        require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (High-Res Tiled)", "Lotus Normals")
+        require(lotus_model, DEPTH_QUANTITIES, cls, "Lotus Normals")
         images = core_images(image)
         options = prepare(lotus_model, images, processing_resolution, chunk_size, tile_size=tile_size)
         prediction = predict_tiled(lotus_model.core, images, tile_size=tile_size, overlap=overlap,
@@ -116,7 +116,7 @@ class LotusDepthVideo(LotusNode):
     @classmethod
     def execute(cls, lotus_model, image, processing_resolution, seed, chunk_size, latent_blend, align,
                 low_percentile, high_percentile) -> io.NodeOutput:
-        require(lotus_model, DEPTH_QUANTITIES, "Lotus Depth (Video)", "Lotus Normals")
+        require(lotus_model, DEPTH_QUANTITIES, cls, "Lotus Normals")
         frames = core_images(image)
         options = prepare(lotus_model, frames, processing_resolution, chunk_size)
         prediction = predict_video(lotus_model.core, frames, latent_blend=latent_blend, align=align,

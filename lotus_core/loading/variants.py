@@ -81,7 +81,6 @@ class KnownCheckpoint:
     generative: bool  # Lotus-G (image latent + noise, 8 channels) vs Lotus-D (4 channels)
     download: tuple[HubFile, ...] = ()  # what a download fetches: a self-contained diffusers folder
     single_files: tuple[SingleFile, ...] = ()  # ComfyUI repackagings, recognised on disk
-    precision: str = "fp32"  # recommended weights precision (see PRECISION_NOTE)
     revision: str | None = None  # pinned commit; None = "main" (no commit of these repos is pinned)
 
     @property
@@ -106,10 +105,6 @@ class KnownCheckpoint:
         """Published sha256 (prefixes) of the single-file repackagings."""
         return tuple(f.sha256 for f in self.single_files if f.sha256)
 
-
-# The official scripts run the stored fp32 weights under CUDA autocast (fp16 compute); the authors
-# warn that --half_precision "might lead to suboptimal result". fp16/bf16 halve the memory.
-PRECISION_NOTE = "fp32 weights (the official scripts add fp16 autocast on CUDA)"
 
 UNET_FP32 = 3_470_300_000  # "3.47 GB": 867.6 M parameters in fp32 plus the safetensors header
 UNET_FP16 = 1_735_197_352  # the Comfy-Org file's exact size; Kijai's fp16 files are "1.74 GB"
