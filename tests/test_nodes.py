@@ -290,16 +290,21 @@ def test_quantity_override_makes_an_unknown_file_usable(server):
     assert_pixels_equal(saved(server, entry, "4")[0], as_png(lotus_core.to_controlnet(prediction)[:, 0])[0])
 
 
-def test_interrupt_stops_a_batch_between_chunks(server):
-    batch = {"9": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 64}}}
+def cancel_after_first_progress(server, prompt: dict) -> list[int]:
+    """Queue ``prompt``, press Cancel at the Lotus node's first progress event; its progress values,
+    once ComfyUI reports the run interrupted."""
     with server.events() as events:
-        prompt_id = server.submit(graph(seed=55, resolution=128, source=["9", 0]) | batch, events.client_id)
+        prompt_id = server.submit(prompt, events.client_id)
         events.wait_for(lambda m: m["type"] == "progress" and m["data"]["node"] == "3", timeout=120)
         server.interrupt()
         events.wait_done(prompt_id)
-        progress = [e["data"]["value"] for e in events.of_type("progress", prompt_id) if e["data"]["node"] == "3"]
-    assert events.of_type("execution_interrupted", prompt_id)
-    assert max(progress) < 64 * 3
+        assert events.of_type("execution_interrupted", prompt_id)
+        return [e["data"]["value"] for e in events.of_type("progress", prompt_id) if e["data"]["node"] == "3"]
+
+
+def test_interrupt_stops_a_batch_between_chunks(server):
+    batch = {"9": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 64}}}
+    assert max(cancel_after_first_progress(server, graph(seed=55, resolution=128, source=["9", 0]) | batch)) < 64 * 3
     run_ok(server, graph(seed=56))
 
 
@@ -308,12 +313,5 @@ def test_interrupt_stops_inside_one_large_image(server):
     step must stop before the decoder's ends."""
     big = {"9": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "bilinear",
                                                         "width": 1600, "height": 1200, "crop": "disabled"}}}
-    with server.events() as events:
-        prompt_id = server.submit(graph(seed=57, resolution=0, source=["9", 0]) | big, events.client_id)
-        events.wait_for(lambda m: m["type"] == "progress" and m["data"]["node"] == "3", timeout=120)
-        server.interrupt()
-        events.wait_done(prompt_id)
-        progress = [e["data"]["value"] for e in events.of_type("progress", prompt_id) if e["data"]["node"] == "3"]
-    assert events.of_type("execution_interrupted", prompt_id)
-    assert max(progress) < 3  # the decode step never finished
+    assert max(cancel_after_first_progress(server, graph(seed=57, resolution=0, source=["9", 0]) | big)) < 3
     run_ok(server, graph(seed=58))
