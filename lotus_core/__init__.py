@@ -43,7 +43,7 @@ from .outputs.levels import normalize, percentile_range, remap
 from .outputs.metric import with_known_distances, with_near_far
 from .outputs.pointcloud import save_point_cloud, write_ply
 from .prediction.memory import activation_bytes, available_bytes, usable_bytes
-from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, predict
+from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, GEOMETRIES, predict
 from .progress import InterruptCheck, ProgressCallback
 from .quality.ensemble import REDUCTIONS, predict_ensemble
 from .quality.highres import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_tiled
@@ -54,8 +54,8 @@ __all__ = [
     "KNOWN_CHECKPOINTS", "KnownCheckpoint", "LotusModel", "PRECISIONS", "Quantity", "choose_dtypes", "fetch",
     "holds_lotus_unet", "known_checkpoint", "load_model", "missing_files",
     # prediction: one entry point, its options and its memory budget
-    "DEFAULT_PROCESSING_RESOLUTION", "InterruptCheck", "ProgressCallback", "activation_bytes", "available_bytes",
-    "predict", "usable_bytes",
+    "DEFAULT_PROCESSING_RESOLUTION", "GEOMETRIES", "InterruptCheck", "ProgressCallback", "activation_bytes",
+    "available_bytes", "predict", "usable_bytes",
     # better than the reference
     "ALIGN_MODES", "DEFAULT_LATENT_BLEND", "DEFAULT_OVERLAP", "DEFAULT_TILE_SIZE", "REDUCTIONS", "predict_ensemble",
     "predict_tiled", "predict_video",

@@ -19,7 +19,7 @@ from .loading.precision import PRECISIONS, choose_dtypes
 from .loading.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
 from .outputs.colormaps import COLORMAPS
 from .outputs.files import FILE_FORMATS, save_depth_frame, write_npy
-from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, predict
+from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, GEOMETRIES, predict
 from .quality.ensemble import predict_ensemble
 from .quality.highres import DEFAULT_OVERLAP, predict_tiled
 from .quality.video import predict_video
@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="what the checkpoint predicts, for files not in the known-release table")
     parser.add_argument("--resolution", type=int, default=DEFAULT_PROCESSING_RESOLUTION,
                         help="processing long edge (default %(default)s; 0 = native size)")
+    parser.add_argument("--geometry", choices=GEOMETRIES, default=GEOMETRIES[0],
+                        help="exact: output pixel (r, c) is input pixel (r, c)'s depth (default); reference: the"
+                             " official pipeline bit for bit, which drifts up to 8 processed px at the bottom right")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise and VAE sampling (default 0)")
     parser.add_argument("--dtype", choices=PRECISIONS, default="fp32",
                         help="weights precision (auto: bf16/fp16 on a GPU, fp32 on a CPU; the VAE never in fp16)")
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             model.compile()
         args.output.mkdir(parents=True, exist_ok=True)
         options = dict(processing_resolution=args.resolution, seed=args.seed, vae_tile_size=args.vae_tile,
-                       memory_limit=args.memory_limit)
+                       memory_limit=args.memory_limit, geometry=args.geometry)
         if args.video:
             frames = [read_image(path) for path in images]
             sizes = {tuple(frame.shape[-2:]) for frame in frames}

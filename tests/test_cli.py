@@ -211,3 +211,18 @@ def test_cli_follows_the_one_precision_policy(files, tmp_path):
         main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), "--dtype", "fp8"])
     assert main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path),
                  "--device", "cpu", "--dtype", "fp16"]) == 2  # refused on a CPU, as the loader node refuses it
+
+
+def test_cli_geometry_reference_reproduces_the_official_pipeline(files, tmp_path):
+    checkpoint, _, vae, images = files
+    for geometry in ("exact", "reference"):
+        assert main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path / geometry),
+                     "--resolution", "60", "--save", "npy", "--geometry", geometry]) == 0
+    model = lotus_core.load_model(checkpoint, vae)
+    rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
+    image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    for geometry in ("exact", "reference"):
+        expected = lotus_core.predict(model, image, processing_resolution=60, seed=0, geometry=geometry).values
+        np.testing.assert_allclose(np.load(tmp_path / geometry / "a_depth.npy"), expected[0, 0].numpy(), atol=1e-6)
+    assert not np.array_equal(np.load(tmp_path / "exact" / "a_depth.npy"),
+                              np.load(tmp_path / "reference" / "a_depth.npy"))  # 60 px: not a multiple of 8

@@ -124,7 +124,8 @@ def test_core_equals_reference_mean_encoding(kind, height, width, res, unet_g, u
     expected = reference_predict(unet, vae, rgb, text_encoding, res, noise=noise)
 
     model = lotus_core.LotusModel(unet, vae, "depth", prompt_embeds=text_encoding)
-    got = lotus_core.predict(model, core_input(rgb), processing_resolution=res, encode="mean", noise=noise)
+    got = lotus_core.predict(model, core_input(rgb), geometry="reference",
+                             processing_resolution=res, encode="mean", noise=noise)
 
     assert got.values.shape == expected.shape == (1, 1, height, width)
     diff = (got.values - expected).abs().max().item()
@@ -151,7 +152,8 @@ def test_core_equals_reference_sampled_posterior(kind, height, width, res, unet_
     mode = reference_predict(unet, vae, rgb, text_encoding, res, noise=noise)
 
     model = lotus_core.LotusModel(unet, vae, "depth", prompt_embeds=text_encoding)
-    got = lotus_core.predict(model, core_input(rgb), processing_resolution=res, encode="sample", seed=21,
+    got = lotus_core.predict(model, core_input(rgb), geometry="reference",
+                             processing_resolution=res, encode="sample", seed=21,
                              noise=noise)
 
     diff = (got.values - expected).abs().max().item()
@@ -170,7 +172,7 @@ def test_core_lotus_g_draws_noise_then_posterior_from_one_generator(unet_g, vae,
     expected = reference_predict(unet_g, vae, rgb, text_encoding, 0, noise=noise, posterior_eps=eps)
 
     model = lotus_core.LotusModel(unet_g, vae, "depth", prompt_embeds=text_encoding)
-    got = lotus_core.predict(model, core_input(rgb), processing_resolution=0, seed=5)
+    got = lotus_core.predict(model, core_input(rgb), geometry="reference", processing_resolution=0, seed=5)
 
     diff = (got.values - expected).abs().max().item()
     record_property("max_abs_diff", diff)
@@ -181,7 +183,7 @@ def test_core_normals_are_the_reference_rgb_as_unit_vectors(unet_d, vae, text_en
     rgb = synthetic_rgb(40, 56, seed=11)
     expected = F.normalize(reference_image(unet_d, vae, rgb, text_encoding, 0) * 2 - 1, dim=1)
     model = lotus_core.LotusModel(unet_d, vae, "normal", prompt_embeds=text_encoding)
-    got = lotus_core.predict(model, core_input(rgb), processing_resolution=0, encode="mean")
+    got = lotus_core.predict(model, core_input(rgb), geometry="reference", processing_resolution=0, encode="mean")
     diff = (got.values - expected).abs().max().item()
     record_property("max_abs_diff", diff)
     assert diff <= TOLERANCE
@@ -199,7 +201,8 @@ def test_core_latent_is_the_reference_x0(unet_g, vae, text_encoding):
                     class_labels=torch.cat([torch.sin(task), torch.cos(task)], dim=-1)).sample
 
     model = lotus_core.LotusModel(unet_g, vae, "depth", prompt_embeds=text_encoding)
-    got = lotus_core.predict(model, core_input(rgb), processing_resolution=48, encode="mean", noise=noise)
+    got = lotus_core.predict(model, core_input(rgb), geometry="reference",
+                             processing_resolution=48, encode="mean", noise=noise)
     assert got.latent.shape == x0.shape == (1, 4, 34 // 8, 48 // 8)
     torch.testing.assert_close(got.latent, x0, atol=TOLERANCE, rtol=0)
 

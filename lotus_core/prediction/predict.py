@@ -6,6 +6,7 @@ import contextlib
 import logging
 
 import torch
+import torch.nn.functional as F
 
 from ..depthmap import DepthMap
 from ..errors import LotusError, check_choice
@@ -24,6 +25,9 @@ TIMESTEP = 999  # the single step: the last of SD2's 1000 training timesteps
 TASK_SWITCH = torch.cat([torch.sin(torch.tensor([1.0, 0.0])), torch.cos(torch.tensor([1.0, 0.0]))])[None]
 DEFAULT_PROCESSING_RESOLUTION = 768
 ENCODINGS = ("sample", "mean")
+# exact: pixel (r, c) of the output is the prediction for input pixel (r, c). reference: as the official
+# pipeline, whose latent covers only the largest multiple of 8 of each edge, stretched back (a drift).
+GEOMETRIES = ("exact", "reference")
 
 
 @torch.inference_mode()
@@ -40,6 +44,7 @@ def run_prediction(
     encode: str = "sample",
     resample: str = "bilinear",
     restore: str = "nearest-exact",
+    geometry: str = "exact",
     chunk_size: int | None = None,
     vae_tile_size: int | None = None,
     memory_limit: int | None = None,
@@ -55,7 +60,8 @@ def run_prediction(
         seed / generator: where the randomness comes from (Lotus-G noise, VAE posterior sample).
             Neither: torch's global RNG, as the reference without ``--seed``. All random numbers are
             drawn up front for the whole batch, so results do not depend on ``chunk_size``.
-        noise: explicit Lotus-G noise, [1 or B, 4, h/8, w/8] at the processing size.
+        noise: explicit Lotus-G noise, [1 or B, 4, ceil(h/8), ceil(w/8)] for the processing size (h, w)
+            (geometry="reference": floor).
         shared_noise: one draw of the random numbers (Lotus-G noise, VAE sample) for the whole batch,
             so identical frames give identical results (steadier video).
         latent_blend: Lotus-G: each image's noise becomes ``(1 - blend) * noise + blend * x0`` of
@@ -64,6 +70,11 @@ def run_prediction(
         encode: "sample" draws from the VAE posterior as the reference does; "mean" is deterministic.
         resample: resize to the processing size ("bilinear" as the reference, "bicubic", "nearest-exact").
         restore: resize back to the input size ("nearest-exact" as the reference, or "bilinear").
+        geometry: "exact" (default) pads the processed image on the bottom and right to a multiple of 8
+            (replicating the edge), as the VAE needs, and crops the decoded map back, so that output
+            pixel (r, c) belongs to input pixel (r, c). "reference" reproduces the official pipeline
+            bit for bit, which drops the last (size mod 8) rows and columns and stretches the map back
+            over them: content drifts by up to 8 processed pixels toward the bottom right.
         chunk_size: images per network pass; None = as many as fit in memory (1 on a CPU). With
             ``latent_blend`` only 1 (or None) is possible.
         vae_tile_size: run the VAE on overlapping tiles of this many px (a multiple of 8, >= 256), so
@@ -84,6 +95,7 @@ def run_prediction(
         the model's name, the processing resolution and the predicted latent.
     """
     check_choice("encode", encode, ENCODINGS)
+    check_choice("geometry", geometry, GEOMETRIES)
     check_resize_mode("resample", resample)
     check_resize_mode("restore", restore)
     if seed is not None and generator is not None:
@@ -93,7 +105,8 @@ def run_prediction(
 
     batch, _, height, width = images.shape
     size = processing_size(height, width, processing_resolution)
-    latent_shape = (batch, LATENT_CHANNELS, size[0] // 8, size[1] // 8)
+    latent_size = tuple(-(-edge // 8) if geometry == "exact" else edge // 8 for edge in size)
+    latent_shape = (batch, LATENT_CHANNELS, *latent_size)
     if model.generative:
         noise = _generative_noise(noise, latent_shape, shared_noise, generator)
     elif noise is not None or latent_blend:
@@ -121,6 +134,9 @@ def run_prediction(
     while start < batch:
         chunk = slice(start, min(start + plan.chunk_size, batch))
         pixels = resize(images[chunk].to(device, torch.float32) * 2 - 1, size, resample)  # [b,3,h,w]
+        if geometry == "exact":  # to the latent's size: the VAE sees every row and column
+            pixels = F.pad(pixels, (0, 8 * latent_size[1] - size[1], 0, 8 * latent_size[0] - size[0]),
+                           mode="replicate")
         chunk_noise = noise[chunk] if model.generative else None
         if latent_blend and latents:
             chunk_noise = (1 - latent_blend) * chunk_noise + latent_blend * latents[-1].to(chunk_noise.device)
@@ -133,6 +149,8 @@ def run_prediction(
             plan = _after_out_of_memory(plan, error, device, latent_shape[2:])
             steps.replan(_steps(batch - start, plan, latent_shape[2:]))
             continue
+        if geometry == "exact":
+            decoded = decoded[..., :size[0], :size[1]]  # the padding's rows and columns go
         decoded = (decoded.float() / 2 + 0.5).clamp(0, 1).contiguous()  # a channels-last VAE gives NHWC
         outputs.append(resize(decoded, (height, width), restore).to(images.device))
         latents.append(x0.float().to(images.device))
