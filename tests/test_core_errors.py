@@ -85,6 +85,8 @@ def test_image_too_small_after_resize(model_g):
                      r"resample='lanczos' is not one of 'bilinear', 'bicubic', 'nearest-exact'",
                      id="resample"),
         pytest.param({"restore": "nearest"}, r"restore='nearest' is not one of", id="restore"),
+        pytest.param({"geometry": "padded"}, r"geometry='padded' is not one of 'exact', 'reference'", id="geometry"),
+        pytest.param({"latent_blend": 1.0}, r"latent_blend=1.0 must be a number in \[0, 1\)", id="blend-1"),
         pytest.param({"chunk_size": 0}, r"chunk_size=0 must be an integer >= 1", id="chunk-0"),
         pytest.param({"chunk_size": 1.5}, r"chunk_size=1.5 must be an integer >= 1", id="chunk-float"),
         pytest.param({"seed": 1, "generator": torch.Generator()}, r"either seed or generator, not both",
