@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " official pipeline bit for bit, which drifts up to 8 processed px at the bottom right")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise and VAE sampling (default 0)")
     parser.add_argument("--dtype", choices=PRECISIONS, default="fp32",
-                        help="weights precision (auto: bf16/fp16 on a GPU, fp32 on a CPU; the VAE never in fp16)")
+                        help="weights precision (default fp32, as the released weights; auto: bf16/fp16 on a GPU,"
+                             " fp32 on a CPU; the VAE never in fp16)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--save", nargs="+", choices=list(FILE_FORMATS), default=["png16", "npy"],
                         help="png16: 16-bit PNG of the native output (metadata in text chunks); npy: float32"
@@ -73,14 +74,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     modes.add_argument("--flip", action="store_true", help="with --ensemble: every second member sees the mirror")
     modes.add_argument("--tile", type=int, default=0, metavar="SIZE",
                        help="full-resolution depth from a global pass plus SIZE px native tiles (e.g. 768)")
-    modes.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                       help="with --tile: tile overlap in px (default %(default)s)")
+    modes.add_argument("--overlap", type=int, default=None,
+                       help=f"with --tile: tile overlap in px (default {DEFAULT_OVERLAP}, or less than half the tile)")
     modes.add_argument("--video", action="store_true",
-                       help="the inputs (sorted) are frames of one video: shared noise, latent carry-over,"
+                       help="the inputs (in the order given; a folder's files sorted) are frames of one video:"
+                            " shared noise, latent carry-over,"
                             " frame-to-frame alignment, one ControlNet normalisation for all frames")
     args = parser.parse_args(argv)
     if sum((args.ensemble > 1, args.tile > 0, args.video)) > 1:
         parser.error("--ensemble, --tile and --video cannot be combined")
+    if args.flip and args.ensemble < 2:
+        parser.error("--flip needs --ensemble N (N >= 2)")
+    if args.overlap is not None and not args.tile:
+        parser.error("--overlap needs --tile SIZE")
+    if args.tile and args.overlap is None:  # the default, but always less than half the tile
+        args.overlap = min(DEFAULT_OVERLAP, (args.tile - 1) // 2 // 8 * 8)
     return args
 
 

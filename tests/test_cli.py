@@ -226,3 +226,20 @@ def test_cli_geometry_reference_reproduces_the_official_pipeline(files, tmp_path
         np.testing.assert_allclose(np.load(tmp_path / geometry / "a_depth.npy"), expected[0, 0].numpy(), atol=1e-6)
     assert not np.array_equal(np.load(tmp_path / "exact" / "a_depth.npy"),
                               np.load(tmp_path / "reference" / "a_depth.npy"))  # 60 px: not a multiple of 8
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--flip"], "--flip needs --ensemble"),
+    (["--overlap", "16"], "--overlap needs --tile"),
+])
+def test_cli_options_that_need_another_are_refused(files, args, message, capsys):
+    checkpoint, _, vae, images = files
+    with pytest.raises(SystemExit):
+        main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), *args])
+    assert message in capsys.readouterr().err
+
+
+def test_cli_tile_overlap_defaults_to_less_than_half_a_small_tile(files, tmp_path):
+    checkpoint, _, vae, images = files
+    assert main([str(checkpoint), str(images / "a.png"), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "32",
+                 "--tile", "40", "--save", "npy"]) == 0  # the default 128 would be refused for 40 px tiles
