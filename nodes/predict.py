@@ -84,7 +84,7 @@ def prepare(model: ComfyLotusModel, images: torch.Tensor, processing_resolution:
     budget = model.load(need)
     progress = comfy.utils.ProgressBar(1)
     return dict(chunk_size=chunk_size or None, memory_limit=budget,
-                callback=lambda done, total: progress.update_absolute(done, total),
+                callback=progress.update_absolute,
                 check_interrupt=mm.throw_exception_if_processing_interrupted)
 
 

@@ -16,7 +16,7 @@ from ..loading.variants import Quantity
 from ..progress import InterruptCheck, ProgressCallback, Steps, interruptible
 from . import vae_tiling
 from .images import check_resize_mode, processing_size, resize, validating_images
-from .memory import MemoryPlan, check_fits, memory_budget, plan_memory
+from .memory import VAE_SCALE, MemoryPlan, check_fits, memory_budget, plan_memory
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_prediction(
             (replicating the edge), as the VAE needs, and crops the decoded map back, so that output
             pixel (r, c) belongs to input pixel (r, c). "reference" reproduces the official pipeline
             bit for bit, which drops the last (size mod 8) rows and columns and stretches the map back
-            over them: content drifts by up to 8 processed pixels toward the bottom right.
+            over them: content drifts by up to 7 processed pixels toward the bottom right.
         chunk_size: images per network pass; None = as many as fit in memory (1 on a CPU). With
             ``latent_blend`` only 1 (or None) is possible.
         vae_tile_size: run the VAE on overlapping tiles of this many px (a multiple of 8, >= 256), so
@@ -105,7 +105,7 @@ def run_prediction(
 
     batch, _, height, width = images.shape
     size = processing_size(height, width, processing_resolution)
-    latent_size = tuple(-(-edge // 8) if geometry == "exact" else edge // 8 for edge in size)
+    latent_size = tuple(-(-edge // VAE_SCALE) if geometry == "exact" else edge // VAE_SCALE for edge in size)
     latent_shape = (batch, LATENT_CHANNELS, *latent_size)
     if model.generative:
         noise = _generative_noise(noise, latent_shape, shared_noise, generator)
@@ -123,9 +123,9 @@ def run_prediction(
     device = model.device
     element_size = model.vae.dtype.itemsize
     budget = memory_budget(device, memory_limit)
+    check_fits((height, width), processing_resolution, element_size, budget, vae_tiles=vae_tile_size != 0)
     plan = plan_memory(batch, size, element_size, device, chunk_size=1 if latent_blend else chunk_size,
                        vae_tile_size=vae_tile_size, memory_limit=budget)
-    check_fits((height, width), processing_resolution, element_size, budget, vae_tiles=vae_tile_size != 0)
     # As the official scripts: no autocast on MPS, the device's default low precision elsewhere.
     precision = torch.autocast(device.type) if autocast and device.type != "mps" else contextlib.nullcontext()
     steps = Steps(callback, _steps(batch, plan, latent_shape[2:]))
@@ -135,7 +135,7 @@ def run_prediction(
         chunk = slice(start, min(start + plan.chunk_size, batch))
         pixels = resize(images[chunk].to(device, torch.float32) * 2 - 1, size, resample)  # [b,3,h,w]
         if geometry == "exact":  # to the latent's size: the VAE sees every row and column
-            pixels = F.pad(pixels, (0, 8 * latent_size[1] - size[1], 0, 8 * latent_size[0] - size[0]),
+            pixels = F.pad(pixels, (0, VAE_SCALE * latent_size[1] - size[1], 0, VAE_SCALE * latent_size[0] - size[0]),
                            mode="replicate")
         chunk_noise = noise[chunk] if model.generative else None
         if latent_blend and latents:
