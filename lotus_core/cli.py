@@ -165,6 +165,11 @@ class DownloadBar:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:  # `lotus-depth eval …`: the benchmark evaluation, a command of its own
+        from .evaluation.cli import main as evaluate
+
+        return evaluate(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
