@@ -1,50 +1,65 @@
-"""``python -m lotus_core``: Lotus depth/normals for image files, without ComfyUI."""
+"""``python -m lotus_core``: Lotus depth/normals for image and video files, without ComfyUI.
+
+A thin front over the dataset job (``lotus_core.batch``): on this machine, or with ``--ray`` on a
+Ray cluster.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .depthmap import DepthMap, to_controlnet
+from .batch.job import JobInterrupted, JobOptions, JobSummary, run_job
+from .batch.outputs import image_files, write_image
+from .batch.reading import read_image
+from .batch.sources import find_sources
+from .depthmap import to_controlnet
 from .errors import LotusError
 from .loading.load import load_model
+from .loading.model import LotusModel
 from .loading.precision import PRECISIONS, choose_dtypes
 from .loading.variants import KNOWN_CHECKPOINTS, Quantity, known_checkpoint
 from .outputs.colormaps import COLORMAPS
-from .outputs.files import FILE_FORMATS, save_depth_frame, write_npy
-from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, GEOMETRIES, predict
-from .quality.ensemble import predict_ensemble
-from .quality.highres import DEFAULT_OVERLAP, predict_tiled
+from .outputs.files import FILE_FORMATS
+from .prediction.predict import DEFAULT_PROCESSING_RESOLUTION, GEOMETRIES
+from .quality.highres import DEFAULT_OVERLAP
 from .quality.video import predict_video
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+MAX_RESOLUTION = 8192  # 4x the largest the networks are used at; memory grows with its square
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="lotus-depth", description=__doc__.split(":", 1)[1].strip(),
+        prog="lotus-depth", description=__doc__.split(":", 1)[1].split("\n")[0].strip(),
         epilog="Known releases (a name that is not an existing path is downloaded once into the Hugging Face"
                " cache; HF_HUB_OFFLINE, HF_ENDPOINT, HF_TOKEN, HF_HOME/HF_HUB_CACHE apply): "
                + ", ".join(k.name for k in KNOWN_CHECKPOINTS))
     parser.add_argument("checkpoint", help="Lotus UNet .safetensors file, diffusers folder, or a known release name")
-    parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("lotus_output"), help="output folder")
+    parser.add_argument("inputs", nargs="+",
+                        help="image or video files, folders (searched recursively), glob patterns ('shots/**/*.jpg'),"
+                             " or list files (.txt/.lst: one path per line); results mirror their relative paths")
+    parser.add_argument("-o", "--output", type=Path, default=Path("lotus_output"),
+                        help="output folder (default %(default)s); a run into a folder with complete results skips"
+                             " them (resume)")
+    parser.add_argument("--overwrite", action="store_true", help="redo results that already exist")
     parser.add_argument("--vae", help="SD1.x/SD2 VAE file or folder (default: the checkpoint folder's vae/)")
     parser.add_argument("--quantity", choices=[q.value for q in Quantity],
                         help="what the checkpoint predicts, for files not in the known-release table")
-    parser.add_argument("--resolution", type=int, default=DEFAULT_PROCESSING_RESOLUTION,
-                        help="processing long edge (default %(default)s; 0 = native size)")
+    parser.add_argument("--resolution", type=_resolution, default=DEFAULT_PROCESSING_RESOLUTION,
+                        help=f"processing long edge (default %(default)s; 0 = native size; at most {MAX_RESOLUTION})")
     parser.add_argument("--geometry", choices=GEOMETRIES, default=GEOMETRIES[0],
                         help="exact: output pixel (r, c) is input pixel (r, c)'s depth (default); reference: the"
                              " official pipeline bit for bit, which drifts up to 8 processed px at the bottom right")
-    parser.add_argument("--seed", type=int, default=0, help="seed for noise and VAE sampling (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the run (default 0): each image's random numbers come from it and the image's"
+                             " relative path, so results do not depend on order, batches or workers")
     parser.add_argument("--dtype", choices=PRECISIONS, default="fp32",
                         help="weights precision (default fp32, as the released weights; auto: bf16/fp16 on a GPU,"
                              " fp32 on a CPU; the VAE never in fp16)")
@@ -66,7 +81,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the networks: the first image pays minutes of compilation, later ones"
                              " run faster (worth it for many images; keep TORCHINDUCTOR_CACHE_DIR between runs)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
+                        help="images of one size per network pass (default 1: results bit for bit independent of"
+                             " how a run is batched; more is faster on a GPU and moves results by ~1e-6)")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .ckpt/.pt/.bin pickle checkpoints")
+    cluster = parser.add_argument_group("on a Ray cluster (pip install 'lotus-depth[ray]')")
+    cluster.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                         help="run the job on Ray: the cluster at ADDRESS (e.g. ray://head:10001), else RAY_ADDRESS"
+                              " or a local one")
+    cluster.add_argument("--workers", type=int, default=None,
+                         help="model copies (actors); default: one per GPU of the cluster, else one")
+    cluster.add_argument("--cpus-per-worker", type=float, default=1,
+                         help="CPUs per model copy, and its torch threads (default %(default)s)")
     modes = parser.add_argument_group("better than the reference (pick at most one)")
     modes.add_argument("--ensemble", type=int, default=1, metavar="N",
                        help="N aligned predictions per image, combined by median; also writes the"
@@ -77,9 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     modes.add_argument("--overlap", type=int, default=None,
                        help=f"with --tile: tile overlap in px (default {DEFAULT_OVERLAP}, or less than half the tile)")
     modes.add_argument("--video", action="store_true",
-                       help="the inputs (in the order given; a folder's files sorted) are frames of one video:"
-                            " shared noise, latent carry-over,"
-                            " frame-to-frame alignment, one ControlNet normalisation for all frames")
+                       help="the input images (sorted by name) are frames of one video: shared noise, latent"
+                            " carry-over, frame-to-frame alignment, one ControlNet normalisation for all frames"
+                            " (video files get this by themselves)")
     args = parser.parse_args(argv)
     if sum((args.ensemble > 1, args.tile > 0, args.video)) > 1:
         parser.error("--ensemble, --tile and --video cannot be combined")
@@ -89,7 +115,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--overlap needs --tile SIZE")
     if args.tile and args.overlap is None:  # the default, but always less than half the tile
         args.overlap = min(DEFAULT_OVERLAP, (args.tile - 1) // 2 // 8 * 8)
+    if args.video and args.ray is not None:
+        parser.error("--video (frames of one sequence) runs on this machine; on Ray, pass video files")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size} must be at least 1")
     return args
+
+
+def _resolution(text: str) -> int:
+    """A --resolution: 0 (native) or a long edge up to MAX_RESOLUTION px."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 (native size) or a long edge of 8..{MAX_RESOLUTION} px")
+    return value
 
 
 def _gigabytes(text: str) -> int:
@@ -103,44 +144,10 @@ def _gigabytes(text: str) -> int:
     return int(gigabytes * 1e9)
 
 
-def find_images(inputs: list[Path]) -> list[Path]:
-    found = []
-    for path in inputs:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise LotusError(f"input {str(path)!r} does not exist")
-    return found
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """An image file as a core batch [1, 3, H, W] in [0, 1]."""
-    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None]
-
-
 def default_device() -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
-def save(prediction: DepthMap, stem: Path, kinds: list[str], *, colormap: str = "spectral",
-         control: torch.Tensor | None = None) -> None:
-    """Write one image's prediction in each of ``kinds`` (``FILE_FORMATS``) as <stem>_<what>.<ending>;
-    ``control`` overrides its ControlNet map (video: one normalisation for the sequence)."""
-    quantity = prediction.quantity.value
-    what = {"control": "control", "color": f"{quantity}_{colormap}"}  # other formats: the quantity
-    if prediction.quantity is Quantity.NORMAL:  # a normal map is the one picture of normals
-        kinds = list(dict.fromkeys("png16" if kind in ("control", "color") else kind for kind in kinds))
-    for kind in kinds:
-        save_depth_frame(f"{stem}_{what.get(kind, quantity)}{FILE_FORMATS[kind]}", prediction, 0, kind,
-                         colormap=colormap, control=control)
-    if "npy" in kinds and prediction.uncertainty is not None:
-        write_npy(f"{stem}_uncertainty.npy", prediction.uncertainty[0, 0],
-                  {"lotus_model": prediction.model, "lotus_quantity": f"spread of the ensemble's {quantity}"})
 
 
 class DownloadBar:
@@ -164,6 +171,53 @@ class DownloadBar:
             self.bar.close()
 
 
+@dataclass(frozen=True)
+class ModelLoader:
+    """The command line's model, loadable anywhere: here, or in each Ray worker (it is picklable, and
+    resolves "best available device" and "auto" precision on the machine that loads it)."""
+
+    checkpoint: str
+    vae: str | None = None
+    quantity: str | None = None
+    device: str | None = None
+    dtype: str = "fp32"
+    channels_last: bool | None = None
+    allow_pickle: bool = False
+    compile: bool = False
+
+    def __call__(self) -> LotusModel:
+        device = self.device or default_device()
+        release = None if Path(self.checkpoint).expanduser().exists() else known_checkpoint(self.checkpoint)
+        progress = DownloadBar(f"downloading {release.name}") if release is not None else None
+        unet_dtype, vae_dtype = choose_dtypes(self.dtype, device)
+        model = load_model(self.checkpoint, self.vae, quantity=self.quantity, device=device, dtype=unet_dtype,
+                           vae_dtype=vae_dtype, channels_last=self.channels_last, allow_pickle=self.allow_pickle,
+                           download_progress=progress)
+        if self.compile:
+            model.compile()
+        return model
+
+
+class TerminalProgress:
+    """The job's progress as one terminal bar: images done, and what the current one is doing."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def begin(self, total: int) -> None:
+        self.bar = tqdm(total=total, desc="lotus", unit="image", dynamic_ncols=True)
+
+    def stage(self, name: str, stage: str) -> None:
+        self.bar.set_postfix_str(f"{name}: {stage}", refresh=True)
+
+    def advance(self, count: int) -> None:
+        self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"]:  # `lotus-depth eval …`: the benchmark evaluation, a command of its own
@@ -172,45 +226,59 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    loader = ModelLoader(args.checkpoint, args.vae, args.quantity, args.device, args.dtype, args.channels_last,
+                         args.allow_pickle, args.compile)
+    options = JobOptions(formats=tuple(args.save), colormap=args.colormap, processing_resolution=args.resolution,
+                         seed=args.seed, geometry=args.geometry, ensemble_size=args.ensemble, flip=args.flip,
+                         tile_size=args.tile, tile_overlap=args.overlap, batch_size=args.batch_size,
+                         vae_tile_size=args.vae_tile, memory_limit=args.memory_limit, overwrite=args.overwrite)
+    progress = TerminalProgress()
     try:
-        images = find_images(args.inputs)
-        if not images:
-            raise LotusError("no images found in " + ", ".join(map(str, args.inputs)))
-        device = args.device or default_device()
-        release = None if Path(args.checkpoint).expanduser().exists() else known_checkpoint(args.checkpoint)
-        progress = DownloadBar(f"downloading {release.name}") if release is not None else None
-        unet_dtype, vae_dtype = choose_dtypes(args.dtype, device)
-        model = load_model(args.checkpoint, args.vae, quantity=args.quantity, device=device, dtype=unet_dtype,
-                           vae_dtype=vae_dtype, channels_last=args.channels_last, allow_pickle=args.allow_pickle,
-                           download_progress=progress)
-        if args.compile:
-            model.compile()
-        args.output.mkdir(parents=True, exist_ok=True)
-        options = dict(processing_resolution=args.resolution, seed=args.seed, vae_tile_size=args.vae_tile,
-                       memory_limit=args.memory_limit, geometry=args.geometry)
         if args.video:
-            frames = [read_image(path) for path in images]
-            sizes = {tuple(frame.shape[-2:]) for frame in frames}
-            if len(sizes) > 1:
-                raise LotusError(f"--video needs frames of one size, got {len(sizes)} sizes: {sorted(sizes)}")
-            frames = torch.cat(frames)
-            prediction = predict_video(model, frames, **options)
-            depth = prediction.quantity is not Quantity.NORMAL
-            control = to_controlnet(prediction, per_image=False) if depth else None
-            for index, path in enumerate(images):
-                save(prediction.frame(index), args.output / path.stem, args.save, colormap=args.colormap,
-                     control=None if control is None else control[index:index + 1])
-            return 0
-        for path in tqdm(images, desc="lotus", unit="image", disable=len(images) < 2):
-            image = read_image(path)
-            if args.ensemble > 1:
-                prediction = predict_ensemble(model, image, ensemble_size=args.ensemble, flip=args.flip, **options)
-            elif args.tile:
-                prediction = predict_tiled(model, image, tile_size=args.tile, overlap=args.overlap, **options)
-            else:
-                prediction = predict(model, image, **options)
-            save(prediction, args.output / path.stem, args.save, colormap=args.colormap)
+            return _frames_as_video(loader, args, options)
+        find_sources(args.inputs, args.output)  # bad inputs fail in a second, before a model load of minutes
+        if args.ray is not None:
+            summary = _on_ray(loader, args, options)
+        else:
+            with logging_redirect_tqdm():  # failures logged above the bar, not through it
+                summary = run_job(loader(), args.inputs, args.output, options, progress=progress)
+    except JobInterrupted as interrupted:
+        progress.close()
+        sys.stderr.write(f"lotus-depth: {interrupted.summary.describe()}\n")
+        return 130
     except (LotusError, OSError) as error:
+        progress.close()
         sys.stderr.write(f"lotus-depth: error: {error}\n")
         return 2
+    progress.close()
+    sys.stdout.write(f"lotus-depth: {summary.describe()}\n")
+    return 1 if summary.failed else 0
+
+
+def _on_ray(loader: ModelLoader, args: argparse.Namespace, options: JobOptions) -> JobSummary:
+    from .batch.on_ray import run_job_on_ray, start_ray
+
+    start_ray(args.ray or None)
+    return run_job_on_ray(loader, args.inputs, args.output, options, workers=args.workers,
+                          cpus_per_worker=args.cpus_per_worker)
+
+
+def _frames_as_video(loader: ModelLoader, args: argparse.Namespace, options: JobOptions) -> int:
+    """--video: the input images, sorted by name, as the frames of one sequence."""
+    sources = find_sources(args.inputs, args.output)
+    if not sources or any(source.is_video for source in sources):
+        raise LotusError("--video takes the frames of one video as image files; pass video files without --video")
+    frames = [read_image(source.path) for source in sources]
+    sizes = {tuple(frame.shape[-2:]) for frame in frames}
+    if len(sizes) > 1:
+        raise LotusError(f"--video needs frames of one size, got {len(sizes)} sizes: {sorted(sizes)}")
+    model = loader()
+    prediction = predict_video(model, torch.cat(frames), processing_resolution=options.processing_resolution,
+                               seed=options.seed, geometry=options.geometry, vae_tile_size=options.vae_tile_size,
+                               memory_limit=options.memory_limit)
+    control = to_controlnet(prediction, per_image=False) if prediction.quantity is not Quantity.NORMAL else None
+    for index, source in enumerate(sources):
+        files = image_files(source.stem, model.quantity, options.formats, options.colormap)
+        write_image(args.output, prediction, files, options.colormap, frame=index, control=control)
+    sys.stdout.write(f"lotus-depth: {len(sources)} frames of one video predicted; results in {args.output}\n")
     return 0

@@ -14,6 +14,7 @@ from PIL import Image
 from tiny import save_unet_file, save_vae_file, tiny_unet, tiny_vae
 
 import lotus_core
+from lotus_core.batch.seeds import image_seed
 from lotus_core.cli import main
 
 pytestmark = pytest.mark.core  # no ComfyUI (layers: tests/conftest.py)
@@ -43,25 +44,28 @@ def test_python_dash_m_runs_the_cli(files, tmp_path):
     assert (tmp_path / "a_depth.png").is_file()
 
 
-def test_cli_writes_what_the_core_predicts(files, tmp_path):
+def test_cli_writes_what_the_core_predicts(files, tmp_path, capsys):
     checkpoint, _, vae, images = files
     assert main([str(checkpoint), str(images), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "64",
                  "--seed", "3", "--save", "png16", "npy", "control"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "a_control.png", "a_depth.npy", "a_depth.npy.json", "a_depth.png",
-        "b_control.png", "b_depth.npy", "b_depth.npy.json", "b_depth.png"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "a_control.png", "a_depth.npy", "a_depth.npy.json", "a_depth.png", "lotus_job.json", "nested",
+        "nested/b_control.png", "nested/b_depth.npy", "nested/b_depth.npy.json", "nested/b_depth.png"]
 
     model = lotus_core.load_model(checkpoint, vae)
     rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
-    prediction = lotus_core.predict(model, torch.from_numpy(rgb).permute(2, 0, 1)[None],
-                                    processing_resolution=64, seed=3)
+    image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    # Each image's seed comes from the run's and its name; the job resizes while decoding (on Ray: in CPU
+    # tasks), in predict's own arithmetic, so the numbers are predict's bit for bit.
+    prediction = lotus_core.predict(model, image, processing_resolution=64, seed=image_seed(3, "a.png"))
     expected = prediction.values[0, 0].numpy()
-    np.testing.assert_allclose(np.load(tmp_path / "a_depth.npy"), expected, atol=1e-6)
+    assert np.array_equal(np.load(tmp_path / "a_depth.npy"), expected)
     png16 = np.asarray(Image.open(tmp_path / "a_depth.png"), dtype=np.float64) / 65535
     assert png16.shape == (40, 56)
     np.testing.assert_allclose(png16, expected, atol=0.5 / 65535 + 1e-7)
     control = np.asarray(Image.open(tmp_path / "a_control.png"), dtype=np.float64) / 255
     np.testing.assert_allclose(control, lotus_core.to_controlnet(prediction)[0, 0].numpy(), atol=0.5 / 255 + 1e-7)
+    assert "2 done, 0 skipped" in capsys.readouterr().out  # a summary, however small the run
 
 
 def test_cli_vae_tiles_explicit_or_from_a_memory_limit(files, tmp_path):
@@ -74,11 +78,12 @@ def test_cli_vae_tiles_explicit_or_from_a_memory_limit(files, tmp_path):
     model = lotus_core.load_model(checkpoint, vae)
     rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-    tiled = lotus_core.predict(model, image, processing_resolution=384, seed=0, vae_tile_size=256).values[0, 0]
-    whole = lotus_core.predict(model, image, processing_resolution=384, seed=0, vae_tile_size=0).values[0, 0]
+    seed = image_seed(0, "a.png")
+    tiled = lotus_core.predict(model, image, processing_resolution=384, seed=seed, vae_tile_size=256).values[0, 0]
+    whole = lotus_core.predict(model, image, processing_resolution=384, seed=seed, vae_tile_size=0).values[0, 0]
     assert not torch.equal(tiled, whole)
-    np.testing.assert_allclose(np.load(tmp_path / "tiles" / "a_depth.npy"), tiled.numpy(), atol=1e-6)
-    np.testing.assert_allclose(np.load(tmp_path / "limit" / "a_depth.npy"), tiled.numpy(), atol=1e-6)
+    assert np.array_equal(np.load(tmp_path / "tiles" / "a_depth.npy"), tiled.numpy())
+    assert np.array_equal(np.load(tmp_path / "limit" / "a_depth.npy"), tiled.numpy())
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "lots"])
@@ -99,8 +104,8 @@ def test_cli_channels_last_is_the_cpu_default_and_can_be_turned_off(files, tmp_p
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
     for folder, channels_last in (("default", True), ("exact", False)):
         model = lotus_core.load_model(checkpoint, vae, channels_last=channels_last)
-        expected = lotus_core.predict(model, image, processing_resolution=64, seed=0).values[0, 0].numpy()
-        assert np.array_equal(np.load(tmp_path / folder / "a_depth.npy"), expected)
+        expected = lotus_core.predict(model, image, processing_resolution=64, seed=image_seed(0, "a.png"))
+        assert np.array_equal(np.load(tmp_path / folder / "a_depth.npy"), expected.values[0, 0].numpy())
 
 
 def test_cli_compile_compiles_the_model(files, tmp_path, monkeypatch):
@@ -165,13 +170,16 @@ def test_cli_quality_modes_write_what_the_core_computes(files, tmp_path):
     batch = torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
     assert main([*common, "-o", str(tmp_path / "e"), "--ensemble", "3", "--flip", "--save", "npy"]) == 0
-    ensemble = lotus_core.predict_ensemble(model, batch, ensemble_size=3, flip=True, processing_resolution=32, seed=2)
+    seed = image_seed(2, "a.png")
+    ensemble = lotus_core.predict_ensemble(model, batch, ensemble_size=3, flip=True, processing_resolution=32,
+                                           seed=seed)
+    # Not bit for bit: the job mirrors the resized image, predict_ensemble mirrors it before resizing.
     np.testing.assert_allclose(np.load(tmp_path / "e" / "a_depth.npy"), ensemble.values[0, 0].numpy(), atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "e" / "a_uncertainty.npy"), ensemble.uncertainty[0, 0].numpy(),
                                atol=1e-6)
 
     assert main([*common, "-o", str(tmp_path / "t"), "--tile", "32", "--overlap", "8", "--save", "npy"]) == 0
-    tiled = lotus_core.predict_tiled(model, batch, tile_size=32, overlap=8, processing_resolution=32, seed=2)
+    tiled = lotus_core.predict_tiled(model, batch, tile_size=32, overlap=8, processing_resolution=32, seed=seed)
     np.testing.assert_allclose(np.load(tmp_path / "t" / "a_depth.npy"), tiled.values[0, 0].numpy(), atol=1e-6)
 
 
@@ -222,8 +230,9 @@ def test_cli_geometry_reference_reproduces_the_official_pipeline(files, tmp_path
     rgb = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.float32) / 255
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
     for geometry in ("exact", "reference"):
-        expected = lotus_core.predict(model, image, processing_resolution=60, seed=0, geometry=geometry).values
-        np.testing.assert_allclose(np.load(tmp_path / geometry / "a_depth.npy"), expected[0, 0].numpy(), atol=1e-6)
+        expected = lotus_core.predict(model, image, processing_resolution=60, seed=image_seed(0, "a.png"),
+                                      geometry=geometry).values
+        assert np.array_equal(np.load(tmp_path / geometry / "a_depth.npy"), expected[0, 0].numpy())
     assert not np.array_equal(np.load(tmp_path / "exact" / "a_depth.npy"),
                               np.load(tmp_path / "reference" / "a_depth.npy"))  # 60 px: not a multiple of 8
 

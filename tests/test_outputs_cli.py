@@ -27,7 +27,8 @@ def test_cli_saves_exr_png16_npy_and_colour_with_metadata(files, tmp_path):
     assert main([str(checkpoint), str(image), "--vae", str(vae), "-o", str(tmp_path), "--resolution", "48",
                  "--save", "png16", "exr", "npy", "color", "--colormap", "inferno"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "a_disparity.exr", "a_disparity.npy", "a_disparity.npy.json", "a_disparity.png", "a_disparity_inferno.png"]
+        "a_disparity.exr", "a_disparity.npy", "a_disparity.npy.json", "a_disparity.png", "a_disparity_inferno.png",
+        "lotus_job.json"]
     # the CLI writes through the same writer as Save Depth: the .npy carries the same metadata
     assert lotus_core.read_depth_file(tmp_path / "a_disparity.npy")[1]["lotus_quantity"] == "disparity"
     native = np.load(tmp_path / "a_disparity.npy")

@@ -14,7 +14,11 @@ the ``lotus_encoding_low/high`` keys say how to get any other range back.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -85,7 +89,8 @@ def write_png16(path: str | Path, values, metadata: dict | None = None, *, low: 
     for key, value in {**(metadata or {}), **encoding}.items():
         info.add_text(key, _text(value))
     path = Path(path)
-    Image.fromarray(pixels).save(path, pnginfo=info, compress_level=4)
+    with atomic_path(path) as temporary:
+        Image.fromarray(pixels).save(temporary, pnginfo=info, compress_level=4)
     return path
 
 
@@ -103,8 +108,8 @@ def write_exr(path: str | Path, values, metadata: dict | None = None) -> Path:
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     header.update({k: v for k, v in (metadata or {}).items() if isinstance(v, (str, int, float))})
     path = Path(path)
-    with OpenEXR.File(header, channels) as file:
-        file.write(str(path))
+    with OpenEXR.File(header, channels) as file, atomic_path(path) as temporary:
+        file.write(str(temporary))
     return path
 
 
@@ -112,10 +117,25 @@ def write_npy(path: str | Path, values, metadata: dict | None = None) -> Path:
     """A float32 .npy of [H, W] (or [H, W, 3]) values; metadata in ``<path>.json`` next to it."""
     array = _frame(values, allow_rgb=True)
     path = Path(path)
-    np.save(path, array)
-    if metadata:
-        sidecar(path).write_text(json.dumps(metadata, indent=1))
+    if metadata:  # first: a complete .npy always has its sidecar
+        with atomic_path(sidecar(path)) as temporary:
+            temporary.write_text(json.dumps(metadata, indent=1))
+    with atomic_path(path) as temporary:
+        np.save(temporary, array)
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A hidden temporary name beside ``path`` (same ending, so writers pick the same format) that
+    becomes ``path`` only once the write has completed: an interrupted write (Ctrl-C, a full disk, a
+    killed worker) never leaves a truncated file under the final name, and readers never see one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def sidecar(path: str | Path) -> Path:
@@ -162,7 +182,8 @@ def write_png8(path: str | Path, picture, metadata: dict | None = None, *, round
     for key, value in (metadata or {}).items():
         info.add_text(key, _text(value))
     path = Path(path)
-    Image.fromarray(pixels).save(path, pnginfo=info)
+    with atomic_path(path) as temporary:
+        Image.fromarray(pixels).save(temporary, pnginfo=info)
     return path
 
 

@@ -148,14 +148,21 @@ def plan_memory(
     return MemoryPlan(min(chunk_size, batch), vae_tile)
 
 
+def check_vae_tile_size(vae_tile_size: int | None) -> None:
+    """Refuse a ``vae_tile_size`` that is not None, 0 or a multiple of 8 of at least the smallest tile."""
+    if vae_tile_size is None:
+        return
+    minimum = MIN_VAE_TILE * VAE_SCALE
+    multiple = isinstance(vae_tile_size, int) and not vae_tile_size % VAE_SCALE
+    if not multiple or vae_tile_size < 0 or 0 < vae_tile_size < minimum:
+        raise LotusError(f"vae_tile_size={vae_tile_size!r} must be 0 (never tile), None (tile when memory is"
+                         f" short) or a multiple of {VAE_SCALE} >= {minimum} px")
+
+
 def _vae_tile(size: tuple[int, int], element_size: int, vae_tile_size: int | None, budget: int) -> int | None:
     latent_edge = max(size) // VAE_SCALE
     if vae_tile_size is not None:
-        minimum = MIN_VAE_TILE * VAE_SCALE
-        multiple = isinstance(vae_tile_size, int) and not vae_tile_size % VAE_SCALE
-        if not multiple or vae_tile_size < 0 or 0 < vae_tile_size < minimum:
-            raise LotusError(f"vae_tile_size={vae_tile_size!r} must be 0 (never tile), None (tile when memory is"
-                             f" short) or a multiple of {VAE_SCALE} >= {minimum} px")
+        check_vae_tile_size(vae_tile_size)
         tile = vae_tile_size // VAE_SCALE
         return None if vae_tile_size == 0 or tile >= latent_edge else tile
     if working_bytes(size, element_size) <= budget:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ def run_prediction(
     images: torch.Tensor,
     *,
     processing_resolution: int = DEFAULT_PROCESSING_RESOLUTION,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
     shared_noise: bool = False,
@@ -48,6 +49,7 @@ def run_prediction(
     chunk_size: int | None = None,
     vae_tile_size: int | None = None,
     memory_limit: int | None = None,
+    prepared_size: tuple[int, int] | None = None,
     autocast: bool = False,
     callback: ProgressCallback | None = None,
     check_interrupt: InterruptCheck | None = None,
@@ -59,7 +61,9 @@ def run_prediction(
         processing_resolution: long edge the networks see (the reference's 768); 0 = native size.
         seed / generator: where the randomness comes from (Lotus-G noise, VAE posterior sample).
             Neither: torch's global RNG, as the reference without ``--seed``. All random numbers are
-            drawn up front for the whole batch, so results do not depend on ``chunk_size``.
+            drawn up front for the whole batch, so results do not depend on ``chunk_size``. A list
+            of seeds gives each image its own (``[s]`` for one image draws as ``s``), so an image's
+            numbers do not depend on the batch it is in.
         noise: explicit Lotus-G noise, [1 or B, 4, ceil(h/8), ceil(w/8)] for the processing size (h, w)
             (geometry="reference": floor).
         shared_noise: one draw of the random numbers (Lotus-G noise, VAE sample) for the whole batch,
@@ -80,6 +84,10 @@ def run_prediction(
         vae_tile_size: run the VAE on overlapping tiles of this many px (a multiple of 8, >= 256), so
             its memory follows the tile, not the image; 0 = never; None = only when the whole image
             would not fit in ``memory_limit``. Tiles change the result slightly (README: VAE tiles).
+        prepared_size: set when ``images`` are already what the networks see (``network_pixels``:
+            [-1, 1] at the processing size, e.g. made by the dataset job on CPU workers while
+            decoding): the (height, width) of the original images, which the result is restored to.
+            The numbers are then the same as for the original images.
         memory_limit: bytes the activations may use; None = 3/4 of the device's available memory.
             A processing size that cannot fit even with the smallest VAE tiles is refused before any
             work. On a CUDA out-of-memory error the chunk is retried with half the images, then with
@@ -100,13 +108,21 @@ def run_prediction(
     check_resize_mode("restore", restore)
     if seed is not None and generator is not None:
         raise LotusError("pass either seed or generator, not both")
-    if seed is not None:
-        generator = torch.Generator("cpu").manual_seed(seed)
-
     batch, _, height, width = images.shape
-    size = processing_size(height, width, processing_resolution)
+    seeds = _per_image_seeds(seed, batch)
+    if seed is not None and seeds is None:
+        generator = torch.Generator("cpu").manual_seed(seed)
+    if prepared_size is None:
+        size, output_size = processing_size(height, width, processing_resolution), (height, width)
+    else:
+        size, output_size = (height, width), _checked_size(prepared_size)
     latent_size = tuple(-(-edge // VAE_SCALE) if geometry == "exact" else edge // VAE_SCALE for edge in size)
     latent_shape = (batch, LATENT_CHANNELS, *latent_size)
+    if seeds is not None:  # per image: its noise, then its posterior sample, as one image with seed=s
+        if noise is not None or shared_noise:
+            raise LotusError("a list of seeds gives each image its own random numbers: leave out noise and"
+                             " shared_noise, or pass one seed")
+        noise, posterior_noise = _draw_per_image(seeds, latent_shape, model.generative, encode == "sample")
     if model.generative:
         noise = _generative_noise(noise, latent_shape, shared_noise, generator)
     elif noise is not None or latent_blend:
@@ -118,12 +134,13 @@ def run_prediction(
         raise LotusError(f"chunk_size={chunk_size!r} with latent_blend={latent_blend}: blended frames depend on"
                          " the frame before, so they run one per pass; use chunk_size 1 or automatic (0 in ComfyUI,"
                          " None in Python)")
-    posterior_noise = _draw(latent_shape, shared_noise, generator) if encode == "sample" else None
+    if seeds is None:
+        posterior_noise = _draw(latent_shape, shared_noise, generator) if encode == "sample" else None
 
     device = model.device
     element_size = model.vae.dtype.itemsize
     budget = memory_budget(device, memory_limit)
-    check_fits((height, width), processing_resolution, element_size, budget, vae_tiles=vae_tile_size != 0)
+    check_fits(output_size, processing_resolution, element_size, budget, vae_tiles=vae_tile_size != 0)
     plan = plan_memory(batch, size, element_size, device, chunk_size=1 if latent_blend else chunk_size,
                        vae_tile_size=vae_tile_size, memory_limit=budget)
     # As the official scripts: no autocast on MPS, the device's default low precision elsewhere.
@@ -133,7 +150,9 @@ def run_prediction(
     outputs, latents, start = [], [], 0
     while start < batch:
         chunk = slice(start, min(start + plan.chunk_size, batch))
-        pixels = resize(images[chunk].to(device, torch.float32) * 2 - 1, size, resample)  # [b,3,h,w]
+        pixels = images[chunk].to(device, torch.float32)
+        if prepared_size is None:
+            pixels = network_pixels(pixels, size, resample)  # [b,3,h,w]
         if geometry == "exact":  # to the latent's size: the VAE sees every row and column
             pixels = F.pad(pixels, (0, VAE_SCALE * latent_size[1] - size[1], 0, VAE_SCALE * latent_size[0] - size[0]),
                            mode="replicate")
@@ -152,7 +171,7 @@ def run_prediction(
         if geometry == "exact":
             decoded = decoded[..., :size[0], :size[1]]  # the padding's rows and columns go
         decoded = (decoded.float() / 2 + 0.5).clamp(0, 1).contiguous()  # a channels-last VAE gives NHWC
-        outputs.append(resize(decoded, (height, width), restore).to(images.device))
+        outputs.append(resize(decoded, output_size, restore).to(images.device))
         latents.append(x0.float().to(images.device))
         start = chunk.stop
     return DepthMap(_values(torch.cat(outputs), model.quantity), model.quantity, model.name, processing_resolution,
@@ -160,6 +179,12 @@ def run_prediction(
 
 
 predict = validating_images(run_prediction)
+
+
+def network_pixels(images: torch.Tensor, size: tuple[int, int], resample: str = "bilinear") -> torch.Tensor:
+    """What the networks see of ``images`` ([B, 3, H, W] in [0, 1]): [-1, 1] at the processing
+    ``size``, scaled before resizing as the reference does (the order decides the last bits)."""
+    return resize(images.to(dtype=torch.float32) * 2 - 1, size, resample)
 
 
 def _values(decoded: torch.Tensor, quantity: Quantity) -> torch.Tensor:
@@ -213,6 +238,35 @@ def _after_out_of_memory(plan: MemoryPlan, error: Exception, device: torch.devic
         ) from error
     log.warning("Lotus: out of memory with %s; retrying with %s", plan.describe(), smaller.describe())
     return smaller
+
+
+def _per_image_seeds(seed, batch: int) -> list[int] | None:
+    """``seed`` as one seed per image when it is a list (checked against the batch), else None."""
+    if seed is None or isinstance(seed, int):
+        return None
+    seeds = list(seed) if isinstance(seed, Sequence) and not isinstance(seed, str) else None
+    if seeds is None or len(seeds) != batch or not all(isinstance(s, int) for s in seeds):
+        raise LotusError(f"seed must be an integer or a list of {batch} integers (one per image), got {seed!r}")
+    return seeds
+
+
+def _draw_per_image(seeds: list[int], shape: tuple[int, ...], generative: bool,
+                    sample: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(Lotus-G noise, posterior noise) for a batch, each image's from its own seed in that order."""
+    noises, posteriors = [], []
+    for seed in seeds:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        if generative:
+            noises.append(_draw((1, *shape[1:]), False, generator))
+        if sample:
+            posteriors.append(_draw((1, *shape[1:]), False, generator))
+    return (torch.cat(noises) if noises else None), (torch.cat(posteriors) if posteriors else None)
+
+
+def _checked_size(size) -> tuple[int, int]:
+    if not (isinstance(size, tuple | list) and len(size) == 2 and all(isinstance(e, int) and e > 0 for e in size)):
+        raise LotusError(f"prepared_size must be (height, width) in positive integers, got {size!r}")
+    return tuple(size)
 
 
 def _draw(shape: tuple[int, ...], shared: bool, generator: torch.Generator | None) -> torch.Tensor:
