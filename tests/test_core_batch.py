@@ -361,11 +361,12 @@ def test_a_video_file_is_one_sequence_with_its_temporal_alignment(model, tmp_pat
     frames = [synthetic_rgb(32, 48, index).numpy() for index in range(4)]
     (tmp_path / "in").mkdir()
     video = write_video(tmp_path / "in" / "clip.mkv", frames)
+    write_video(tmp_path / "in" / "other.mkv", frames[::-1])  # same size: still a sequence of its own
     decoded, rate = read_video(video)
     assert rate == 12 and all(np.array_equal((f[0].permute(1, 2, 0).numpy() * 255).round(), g)
                               for f, g in zip(decoded, frames, strict=True))
-    summary = run_job(model, [tmp_path / "in"], tmp_path / "out", OPTIONS)
-    assert summary.done == 1
+    summary = run_job(model, [tmp_path / "in"], tmp_path / "out", JobOptions(**{**vars(OPTIONS), "batch_size": 4}))
+    assert summary.done == 2
     expected = lotus_core.predict_video(model, torch.cat(decoded), processing_resolution=64,
                                         seed=image_seed(0, "clip.mkv"))
     index = json.loads((tmp_path / "out" / "clip" / "frames.json").read_text())
@@ -373,7 +374,8 @@ def test_a_video_file_is_one_sequence_with_its_temporal_alignment(model, tmp_pat
     for frame in range(4):
         written = np.load(tmp_path / "out" / "clip" / f"clip_{frame:06d}_disparity.npy")
         assert np.array_equal(written, expected.values[frame, 0].numpy())
-    assert run_job(model, [tmp_path / "in"], tmp_path / "out", OPTIONS).skipped == 1
+    assert (tmp_path / "out" / "other" / "frames.json").is_file()
+    assert run_job(model, [tmp_path / "in"], tmp_path / "out", OPTIONS).skipped == 2
 
 
 def test_a_run_reports_its_stages_even_for_one_image(model, tmp_path):

@@ -133,8 +133,11 @@ class Prepared:
 
     @property
     def batch_key(self) -> tuple:
-        """Inputs that can share a network pass: images of one processed and one restored size."""
-        return (self.task.source.is_video, tuple(self.pixels.shape), self.size)
+        """Inputs that can share a network pass: images of one processed and one restored size (a
+        video is a sequence of its own)."""
+        if self.task.source.is_video:
+            return ("video", self.task.source.name)
+        return (tuple(self.pixels.shape), self.size)
 
 
 @dataclass

@@ -83,7 +83,9 @@ def run_job_on_ray(load: Callable[[], LotusModel], inputs: list[str | Path], out
                     for task in plan.todo]
             results = (
                 ray.data.from_items(rows)
-                .map(_Prepare(options), num_cpus=1)
+                # Beside GPU actors, decoding runs in CPU tasks of its own; beside CPU actors, which hold the
+                # node's CPUs, it asks what they ask, so that Ray fuses it into them instead of starving it.
+                .map(_Prepare(options), num_cpus=1 if gpus else cpus_per_worker)
                 .map_batches(_Predictor, fn_constructor_kwargs={"load": load, "options": options, "output": output},
                              batch_size=options.batch_size, batch_format="numpy", concurrency=workers,
                              num_cpus=cpus_per_worker, num_gpus=gpus)
