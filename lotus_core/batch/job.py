@@ -9,6 +9,7 @@ cluster, so both give the same files bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -301,16 +302,11 @@ def run_job(model: LotusModel, inputs: list[str | Path], output: str | Path, opt
     left for the next run; the others go on. Ctrl-C stops at once and loses nothing finished:
     every file appears complete under its name or not at all.
     """
-    output = Path(output)
-    plan = plan_job(inputs, output, options, ModelFacts.of(model))
-    summary = JobSummary(output, skipped=plan.skipped)
-    failures = FailureLog(output / FAILURES_FILE)
-    summary.failures = failures.path
+    plan = plan_job(inputs, Path(output), options, ModelFacts.of(model))
     single = options.ensemble_size > 1 or options.tile_size > 0  # one input per call
-    start = time.perf_counter()
     if progress is not None:
         progress.begin(len(plan.todo))
-    try:
+    with recording(plan) as (summary, failures):
         for group in batches(_prepared(plan.todo, options, failures, progress), 1 if single else options.batch_size):
             names = ", ".join(prepared.task.source.name for prepared in group)
             callback = None if progress is None else _stage_callback(progress, names)
@@ -325,18 +321,30 @@ def run_job(model: LotusModel, inputs: list[str | Path], output: str | Path, opt
                 if progress is not None:
                     progress.stage(prepared.task.source.name, "writing")
                 try:
-                    write_results(output, prepared, prediction, options)
+                    write_results(plan.output, prepared, prediction, options)
                     summary.done += 1
                 except Exception as error:
                     failures.add(prepared.task.source, "write", error)
                 _advance(progress, 1)
+    return summary
+
+
+@contextlib.contextmanager
+def recording(plan: JobPlan) -> Iterator[tuple[JobSummary, FailureLog]]:
+    """A run's record, for this machine's job and Ray's alike: its summary and failures manifest,
+    timed, and Ctrl-C turned into JobInterrupted, which carries the summary so far."""
+    summary = JobSummary(plan.output, skipped=plan.skipped)
+    failures = FailureLog(plan.output / FAILURES_FILE)
+    summary.failures = failures.path
+    start = time.perf_counter()
+    try:
+        yield summary, failures
     except KeyboardInterrupt:
         summary.interrupted = True
         raise JobInterrupted(summary) from None
     finally:
         summary.failed = failures.count
         summary.seconds = time.perf_counter() - start
-    return summary
 
 
 def _prepared(todo: list[Task], options: JobOptions, failures: FailureLog,

@@ -12,8 +12,6 @@ and the files equal the local job's bit for bit.
 from __future__ import annotations
 
 import json
-import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +22,6 @@ import torch
 from ..errors import LotusError
 from ..loading.model import LotusModel
 from .job import (
-    FAILURES_FILE,
-    FailureLog,
-    JobInterrupted,
     JobOptions,
     JobSummary,
     ModelFacts,
@@ -37,11 +32,10 @@ from .job import (
     plan_job,
     predict_prepared,
     prepare,
+    recording,
     write_results,
 )
 from .sources import Source
-
-log = logging.getLogger(__name__)
 
 
 def start_ray(address: str | None = None) -> None:
@@ -73,11 +67,7 @@ def run_job_on_ray(load: Callable[[], LotusModel], inputs: list[str | Path], out
     output = Path(output)
     facts = ray.get(ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(_describe).remote(load))
     plan = plan_job(inputs, output, options, facts)
-    summary = JobSummary(output, skipped=plan.skipped)
-    failures = FailureLog(output / FAILURES_FILE)
-    summary.failures = failures.path
-    start = time.perf_counter()
-    try:
+    with recording(plan) as (summary, failures):
         if plan.todo:
             rows = [{"name": task.source.name, "path": str(task.source.path), "files": json.dumps(task.files)}
                     for task in plan.todo]
@@ -95,12 +85,6 @@ def run_job_on_ray(load: Callable[[], LotusModel], inputs: list[str | Path], out
                     failures.add(Source(row["name"], Path(row["path"])), row["stage"], LotusError(row["error"]))
                 else:
                     summary.done += 1
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        raise JobInterrupted(summary) from None
-    finally:
-        summary.failed = failures.count
-        summary.seconds = time.perf_counter() - start
     return summary
 
 
