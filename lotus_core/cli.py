@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluation.cli import main as evaluate
 
         return evaluate(argv[1:])
+    if argv[:1] == ["lotus2"]:  # `lotus-depth lotus2 …`: Lotus-2 (FLUX-based), a command of its own
+        from .lotus2.command import main as lotus2_main
+
+        return lotus2_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     loader = ModelLoader(args.checkpoint, args.vae, args.quantity, args.device, args.dtype, args.channels_last,
@@ -232,26 +238,34 @@ def main(argv: list[str] | None = None) -> int:
                          seed=args.seed, geometry=args.geometry, ensemble_size=args.ensemble, flip=args.flip,
                          tile_size=args.tile, tile_overlap=args.overlap, batch_size=args.batch_size,
                          vae_tile_size=args.vae_tile, memory_limit=args.memory_limit, overwrite=args.overwrite)
-    progress = TerminalProgress()
-    try:
-        if args.video:
-            return _frames_as_video(loader, args, options)
+    if args.video:
+        return run_reporting("lotus-depth", lambda progress: _frames_as_video(loader, args, options))
+
+    def job(progress: TerminalProgress) -> JobSummary:
         find_sources(args.inputs, args.output)  # bad inputs fail in a second, before a model load of minutes
         if args.ray is not None:
-            summary = _on_ray(loader, args, options)
-        else:
-            with logging_redirect_tqdm():  # failures logged above the bar, not through it
-                summary = run_job(loader(), args.inputs, args.output, options, progress=progress)
+            return _on_ray(loader, args, options)
+        return run_job(loader(), args.inputs, args.output, options, progress=progress)
+
+    return run_reporting("lotus-depth", job)
+
+
+def run_reporting(program: str, job: Callable[[TerminalProgress], JobSummary]) -> int:
+    """Run ``job`` with a terminal progress bar and say how it went: the summary (exit 0, or 1 when
+    some files failed), what was done before Ctrl-C (130), or the error that stopped it (2)."""
+    progress = TerminalProgress()
+    try:
+        with logging_redirect_tqdm():  # failures logged above the bar, not through it
+            summary = job(progress)
     except JobInterrupted as interrupted:
-        progress.close()
-        sys.stderr.write(f"lotus-depth: {interrupted.summary.describe()}\n")
+        sys.stderr.write(f"{program}: {interrupted.summary.describe()}\n")
         return 130
     except (LotusError, OSError) as error:
-        progress.close()
-        sys.stderr.write(f"lotus-depth: error: {error}\n")
+        sys.stderr.write(f"{program}: error: {error}\n")
         return 2
-    progress.close()
-    sys.stdout.write(f"lotus-depth: {summary.describe()}\n")
+    finally:
+        progress.close()
+    sys.stdout.write(f"{program}: {summary.describe()}\n")
     return 1 if summary.failed else 0
 
 
@@ -263,10 +277,11 @@ def _on_ray(loader: ModelLoader, args: argparse.Namespace, options: JobOptions) 
                           cpus_per_worker=args.cpus_per_worker)
 
 
-def _frames_as_video(loader: ModelLoader, args: argparse.Namespace, options: JobOptions) -> int:
+def _frames_as_video(loader: ModelLoader, args: argparse.Namespace, options: JobOptions) -> JobSummary:
     """--video: the input images, sorted by name, as the frames of one sequence."""
+    start = time.perf_counter()
     sources = find_sources(args.inputs, args.output)
-    if not sources or any(source.is_video for source in sources):
+    if any(source.is_video for source in sources):
         raise LotusError("--video takes the frames of one video as image files; pass video files without --video")
     frames = [read_image(source.path) for source in sources]
     sizes = {tuple(frame.shape[-2:]) for frame in frames}
@@ -280,5 +295,4 @@ def _frames_as_video(loader: ModelLoader, args: argparse.Namespace, options: Job
     for index, source in enumerate(sources):
         files = image_files(source.stem, model.quantity, options.formats, options.colormap)
         write_image(args.output, prediction, files, options.colormap, frame=index, control=control)
-    sys.stdout.write(f"lotus-depth: {len(sources)} frames of one video predicted; results in {args.output}\n")
-    return 0
+    return JobSummary(args.output, done=len(sources), seconds=time.perf_counter() - start)

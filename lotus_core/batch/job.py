@@ -25,6 +25,8 @@ from ..depthmap import DepthMap
 from ..errors import LotusError, check_choice
 from ..loading.model import LotusModel
 from ..loading.variants import Quantity
+from ..lotus2.model import Lotus2Model
+from ..lotus2.predict import DEFAULT_SHARPENER_STEPS, predict_lotus2
 from ..outputs.colormaps import COLORMAPS
 from ..outputs.files import FILE_FORMATS, atomic_path
 from ..prediction.images import RESIZE_MODES
@@ -65,6 +67,7 @@ class JobOptions:
     vae_tile_size: int | None = None
     memory_limit: int | None = None
     overwrite: bool = False
+    sharpener_steps: int = DEFAULT_SHARPENER_STEPS  # Lotus-2 only: detail-sharpener passes (0 = core step only)
 
     def check(self) -> None:
         """Refuse bad options before any work (they would otherwise fail every file alike)."""
@@ -75,7 +78,8 @@ class JobOptions:
         check_choice("colormap", self.colormap, COLORMAPS)
         check_choice("geometry", self.geometry, GEOMETRIES)
         check_choice("resample", self.resample, RESIZE_MODES)
-        for name, low in (("processing_resolution", 0), ("ensemble_size", 1), ("tile_size", 0), ("batch_size", 1)):
+        for name, low in (("processing_resolution", 0), ("ensemble_size", 1), ("tile_size", 0), ("batch_size", 1),
+                          ("sharpener_steps", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise LotusError(f"{name}={value!r} must be an integer >= {low}")
@@ -86,10 +90,21 @@ class JobOptions:
     def results_settings(self, model: ModelFacts) -> dict:
         """What decides the numbers in the results (not which files are written): a resumed run must
         match them, or it would mix results of two settings in one folder."""
-        keep = ("processing_resolution", "seed", "geometry", "resample", "ensemble_size", "flip", "tile_size",
-                "tile_overlap")
+        keep = (("processing_resolution", "seed", "sharpener_steps") if model.lotus2 else
+                ("processing_resolution", "seed", "geometry", "resample", "ensemble_size", "flip", "tile_size",
+                 "tile_overlap"))
         return {"model": model.name, "quantity": model.quantity.value, "dtype": model.dtype,
                 **{name: getattr(self, name) for name in keep}}
+
+    @property
+    def images_per_call(self) -> int:
+        """Inputs per prediction call: ensembles and tiles take one image (they batch its passes)."""
+        return 1 if self.ensemble_size > 1 or self.tile_size > 0 else self.batch_size
+
+    def check_for(self, model: ModelFacts) -> None:
+        """Refuse options the model family does not have."""
+        if model.lotus2 and (self.ensemble_size > 1 or self.tile_size):
+            raise LotusError("ensembles and high-res tiles are Lotus 1 modes; Lotus-2 has sharpener_steps")
 
 
 @dataclass(frozen=True)
@@ -99,10 +114,13 @@ class ModelFacts:
     name: str
     quantity: Quantity
     dtype: str
+    lotus2: bool = False  # Lotus-2 (FLUX): its own resizing rule and sharpener steps, no Lotus 1 modes
 
     @classmethod
-    def of(cls, model: LotusModel) -> ModelFacts:
-        return cls(model.name, model.quantity, str(model.unet.dtype).removeprefix("torch."))
+    def of(cls, model: LotusModel | Lotus2Model) -> ModelFacts:
+        lotus2 = isinstance(model, Lotus2Model)
+        dtype = model.dtype if lotus2 else model.unet.dtype
+        return cls(model.name, model.quantity, str(dtype).removeprefix("torch."), lotus2)
 
 
 @dataclass(frozen=True)
@@ -210,6 +228,7 @@ def plan_job(inputs: list[str | Path], output: Path, options: JobOptions, model:
     """Find and name the inputs, refuse collisions and settings that differ from the results already
     in ``output`` (unless ``options.overwrite``), record the settings, and skip complete results."""
     options.check()
+    options.check_for(model)
     sources = find_sources(inputs, output)
     if not sources:
         raise LotusError("no image or video files found in " + ", ".join(map(str, inputs)))
@@ -227,25 +246,26 @@ def plan_job(inputs: list[str | Path], output: Path, options: JobOptions, model:
     return JobPlan(output, sources, todo, skipped)
 
 
-def prepare(task: Task, options: JobOptions) -> Prepared:
-    """Decode ``task``'s input and resize it for the networks (CPU work)."""
+def prepare(task: Task, options: JobOptions, model: ModelFacts) -> Prepared:
+    """Decode ``task``'s input and resize it for the networks (CPU work); Lotus-2 and high-res tiles
+    take the decoded pixels (their own resizing rule; the full resolution)."""
     source = task.source
     if source.is_video:
         frames, rate = read_video(source.path)
         sizes = {tuple(frame.shape[-2:]) for frame in frames}
         if len(sizes) > 1:
             raise LotusError(f"{source.path}: frames of {len(sizes)} sizes; a video needs one")
-        pixels = torch.cat([for_networks(frame, options.processing_resolution, options.resample)
-                            for frame in frames])
+        pixels = torch.cat([frame if model.lotus2 else for_networks(frame, options.processing_resolution,
+                                                                    options.resample) for frame in frames])
         return Prepared(task, pixels, sizes.pop(), rate)
     image = read_image(source.path)
     size = tuple(image.shape[-2:])
-    if options.tile_size:  # tiles look at the full-resolution image
+    if options.tile_size or model.lotus2:
         return Prepared(task, image, size)
     return Prepared(task, for_networks(image, options.processing_resolution, options.resample), size)
 
 
-def predict_prepared(model: LotusModel, group: list[Prepared], options: JobOptions,
+def predict_prepared(model: LotusModel | Lotus2Model, group: list[Prepared], options: JobOptions,
                      callback: ProgressCallback | None = None) -> list[DepthMap]:
     """Predict prepared inputs of one ``batch_key`` in one call, each with its own seed; one result per
     input (a video's holds its frames). The same numbers wherever and with whom it runs."""
@@ -254,6 +274,10 @@ def predict_prepared(model: LotusModel, group: list[Prepared], options: JobOptio
     common = dict(geometry=options.geometry, vae_tile_size=options.vae_tile_size, memory_limit=options.memory_limit,
                   callback=callback)
     at_size = dict(processing_resolution=options.processing_resolution, prepared_size=first.size, **common)
+    if isinstance(model, Lotus2Model):  # one image (or video) at a time, each with its own seed
+        return [predict_lotus2(model, prepared.pixels, seed=seed, sharpener_steps=options.sharpener_steps,
+                               processing_resolution=options.processing_resolution, callback=callback)
+                for prepared, seed in zip(group, seeds, strict=True)]
     if first.task.source.is_video:
         results = [predict_video(model, first.pixels, seed=seeds[0], **at_size)]
     elif options.tile_size:
@@ -294,20 +318,21 @@ def batches(prepared: Iterator[Prepared], batch_size: int) -> Iterator[list[Prep
         yield group
 
 
-def run_job(model: LotusModel, inputs: list[str | Path], output: str | Path, options: JobOptions = JobOptions(), *,
-            progress: JobProgress | None = None) -> JobSummary:
+def run_job(model: LotusModel | Lotus2Model, inputs: list[str | Path], output: str | Path,
+            options: JobOptions = JobOptions(), *, progress: JobProgress | None = None) -> JobSummary:
     """Predict every input into ``output`` on this machine; returns what was done.
 
     A file that cannot be read, predicted or written is logged, listed in ``failures.jsonl`` and
     left for the next run; the others go on. Ctrl-C stops at once and loses nothing finished:
     every file appears complete under its name or not at all.
     """
-    plan = plan_job(inputs, Path(output), options, ModelFacts.of(model))
-    single = options.ensemble_size > 1 or options.tile_size > 0  # one input per call
+    facts = ModelFacts.of(model)
+    plan = plan_job(inputs, Path(output), options, facts)
     if progress is not None:
         progress.begin(len(plan.todo))
     with recording(plan) as (summary, failures):
-        for group in batches(_prepared(plan.todo, options, failures, progress), 1 if single else options.batch_size):
+        prepared_inputs = _prepared(plan.todo, options, facts, failures, progress)
+        for group in batches(prepared_inputs, options.images_per_call):
             names = ", ".join(prepared.task.source.name for prepared in group)
             callback = None if progress is None else _stage_callback(progress, names)
             try:
@@ -347,13 +372,13 @@ def recording(plan: JobPlan) -> Iterator[tuple[JobSummary, FailureLog]]:
         summary.seconds = time.perf_counter() - start
 
 
-def _prepared(todo: list[Task], options: JobOptions, failures: FailureLog,
+def _prepared(todo: list[Task], options: JobOptions, facts: ModelFacts, failures: FailureLog,
               progress: JobProgress | None) -> Iterator[Prepared]:
     for task in todo:
         if progress is not None:
             progress.stage(task.source.name, "reading")
         try:
-            yield prepare(task, options)
+            yield prepare(task, options, facts)
         except Exception as error:
             failures.add(task.source, "read", error)
             _advance(progress, 1)

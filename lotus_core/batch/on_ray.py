@@ -75,7 +75,7 @@ def run_job_on_ray(load: Callable[[], LotusModel], inputs: list[str | Path], out
                 ray.data.from_items(rows)
                 # Beside GPU actors, decoding runs in CPU tasks of its own; beside CPU actors, which hold the
                 # node's CPUs, it asks what they ask, so that Ray fuses it into them instead of starving it.
-                .map(_Prepare(options), num_cpus=1 if gpus else cpus_per_worker)
+                .map(_Prepare(options, facts), num_cpus=1 if gpus else cpus_per_worker)
                 .map_batches(_Predictor, fn_constructor_kwargs={"load": load, "options": options, "output": output},
                              batch_size=options.batch_size, batch_format="numpy", concurrency=workers,
                              num_cpus=cpus_per_worker, num_gpus=gpus)
@@ -101,12 +101,13 @@ class _Prepare:
     """CPU task: decode and resize one input; a failure travels on as a row with its message."""
 
     options: JobOptions
+    model: ModelFacts
 
     def __call__(self, row: dict) -> dict:
         result = {**row, "stage": "", "error": "", "pixels": np.zeros((0,), np.float32), "height": 0, "width": 0,
                   "frame_rate": -1.0}
         try:
-            prepared = prepare(_task(row), self.options)
+            prepared = prepare(_task(row), self.options, self.model)
         except Exception as error:
             return {**result, "stage": "read", "error": describe_error(error)}
         return {**result, "pixels": prepared.pixels.numpy(), "height": prepared.size[0], "width": prepared.size[1],
@@ -129,8 +130,7 @@ class _Predictor:
                    for name, stage, error in zip(batch["name"], batch["stage"], batch["error"], strict=True)}
         ready = [self._prepared(batch, index) for index in range(len(batch["name"])) if not batch["error"][index]]
         ready.sort(key=lambda prepared: (prepared.batch_key, prepared.task.source.name))
-        single = self.options.ensemble_size > 1 or self.options.tile_size > 0
-        for group in batches(iter(ready), 1 if single else self.options.batch_size):
+        for group in batches(iter(ready), self.options.images_per_call):
             try:
                 predictions = predict_prepared(self.model, group, self.options)
             except Exception as error:

@@ -128,8 +128,9 @@ def by_hand(known: KnownCheckpoint, local_dir: Path | None) -> str:
     """How to install ``known`` without this program's download: the URLs and where the files go."""
     destination = local_dir if local_dir is not None else Path.cwd() / known.name
     urls = "\n".join(f"  {file_url(known, f.path)}" for f in known.download)
-    text = (f"Download these {len(known.download)} files:\n{urls}\ninto {destination}{os.sep} keeping their"
-            " sub-folders (unet/, vae/)")
+    folders = sorted({str(Path(f.path).parent) + "/" for f in known.download} - {"./"})
+    keeping = f" keeping their sub-folders ({', '.join(folders)})" if folders else ""
+    text = f"Download these {len(known.download)} files:\n{urls}\ninto {destination}{os.sep}{keeping}"
     text += "." if local_dir is not None else ", then pass that folder instead of the name."
     revision = f" --revision {known.revision}" if known.revision else ""
     files = " ".join(f.path for f in known.download)
