@@ -20,7 +20,7 @@ from test_core_batch import OPTIONS, assert_complete_files_only, write_png, writ
 from tiny import save_unet_file, save_vae_file, synthetic_rgb, tiny_unet, tiny_vae
 
 import lotus_core
-from lotus_core.batch.job import run_job
+from lotus_core.batch.job import JobOptions, run_job
 
 ray = pytest.importorskip("ray", reason="the Ray job's tests need ray[data] (requirements-dev.txt)")
 from lotus_core.batch.on_ray import run_job_on_ray  # noqa: E402  (after the skip: needs ray)
@@ -115,3 +115,29 @@ def test_resume_on_ray_recomputes_nothing_already_done(cluster, checkpoint, data
     assert np.load(tmp_path / "out" / "a" / "two_disparity.npy").shape == (40, 56)
     with Image.open(tmp_path / "out" / "a" / "two_control.png") as control:
         assert control.size == (56, 40)
+
+
+def test_lotus2_runs_on_ray_as_on_this_machine(cluster, tmp_path):
+    """The second model family through the same job: Lotus-2 on a tiny diffusers FLUX folder."""
+    from lotus2_tiny import tiny_flux_transformer, tiny_flux_vae, write_release, write_text_encoders
+
+    folder = tmp_path / "FLUX.1-dev"
+    transformer = tiny_flux_transformer(seed=1)
+    transformer.save_pretrained(folder / "transformer")
+    tiny_flux_vae(seed=2).save_pretrained(folder / "vae")
+    write_text_encoders(folder)
+    write_release(tmp_path / "Lotus-2", transformer, "depth", seed=3)
+    for index, name in enumerate(("a.png", "b/c.png")):
+        write_png(tmp_path / "in" / name, 40, 56, seed=index)
+    load = functools.partial(lotus_core.load_lotus2, folder, "depth", lotus2_dir=tmp_path / "Lotus-2")
+    options = JobOptions(processing_resolution=64, sharpener_steps=1, formats=("npy",))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run_job(load(), [tmp_path / "in"], tmp_path / "local", options)  # also caches the conditioning
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = run_job_on_ray(load, [tmp_path / "in"], tmp_path / "ray", options, workers=1, cpus_per_worker=1)
+    assert local.done == on_ray.done == 2
+    for name in ("a_disparity.npy", "b/c_disparity.npy"):
+        assert np.array_equal(np.load(tmp_path / "local" / name), np.load(tmp_path / "ray" / name)), name
