@@ -6,11 +6,16 @@
     control = lotus_core.to_controlnet(prediction)                  # [B, 1, H, W], near = white
 
 The layers, each a subpackage: ``loading`` (checkpoints, releases, precision), ``prediction`` (the
-pipeline, its memory plan, VAE tiles), ``quality`` (ensembles, high-res tiles, video) and ``outputs``
-(depth for other tools). Every prediction returns one type, ``DepthMap``, which every output
-function takes. This module's names are the public API: ComfyUI's nodes use nothing else.
+pipeline, its memory plan, VAE tiles), ``quality`` (ensembles, high-res tiles, video), ``outputs``
+(depth for other tools), ``batch`` (the dataset job, on one machine or a Ray cluster), ``evaluation``
+(the standard benchmarks), ``lotus2`` (Lotus-2, FLUX-based) and ``runtime`` (CPU backends). Every
+prediction returns one type, ``DepthMap``, which every output function takes. This module's names
+are the public API: ComfyUI's nodes use nothing else.
 """
 
+from .batch.job import JobOptions, JobSummary, run_job
+from .batch.on_ray import run_job_on_ray
+from .batch.seeds import image_seed
 from .depthmap import DepthMap, LotusPrediction, normals_to_image, to_controlnet
 from .errors import LotusError, check_choice
 from .loading.checkpoint import holds_lotus_unet
@@ -19,6 +24,32 @@ from .loading.load import load_model
 from .loading.model import LotusModel
 from .loading.precision import PRECISIONS, choose_dtypes
 from .loading.variants import KNOWN_CHECKPOINTS, KnownCheckpoint, Quantity, known_checkpoint
+from .lotus2 import (  # Lotus-2
+    LOTUS2_CORE_ADAPTER,
+    LOTUS2_GUIDANCE,
+    LOTUS2_MAX_EDGE,
+    LOTUS2_SHARPENER_STEPS,
+    LOTUS2_TASK_QUANTITY,
+    LOTUS2_TASKS,
+    EmptyPromptConditioning,
+    Lotus2Files,
+    Lotus2Lora,
+    Lotus2Model,
+    build_lotus2,
+    cached_empty_prompt,
+    encode_empty_prompt,
+    fetch_lotus2,
+    load_conditioning,
+    load_lotus2,
+    lotus2_flow,
+    lotus2_resize,
+    lotus2_values,
+    posterior_sample,
+    predict_lotus2,
+    read_lcm,
+    read_lora,
+    save_conditioning,
+)
 from .outputs.colormaps import COLORMAPS, colorize
 from .outputs.files import (
     FILE_FORMATS,
@@ -48,6 +79,7 @@ from .progress import InterruptCheck, ProgressCallback
 from .quality.ensemble import REDUCTIONS, predict_ensemble
 from .quality.highres import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_tiled
 from .quality.video import ALIGN_MODES, DEFAULT_LATENT_BLEND, predict_video
+from .runtime import BACKENDS, CACHE_ENV, runtime_unavailable  # runtime backends
 
 __all__ = [
     # loading
@@ -65,6 +97,15 @@ __all__ = [
     "percentile_range", "png16_range", "points_from_depth", "read_depth_file", "remap", "save_depth_frame",
     "save_point_cloud", "to_controlnet", "with_known_distances", "with_near_far", "write_exr", "write_npy",
     "write_ply", "write_png16",
+    # Lotus-2
+    "LOTUS2_CORE_ADAPTER", "LOTUS2_GUIDANCE", "LOTUS2_MAX_EDGE", "LOTUS2_SHARPENER_STEPS", "LOTUS2_TASKS",
+    "LOTUS2_TASK_QUANTITY", "EmptyPromptConditioning", "Lotus2Files", "Lotus2Lora", "Lotus2Model", "build_lotus2",
+    "cached_empty_prompt", "encode_empty_prompt", "fetch_lotus2", "load_conditioning", "load_lotus2", "lotus2_flow",
+    "lotus2_resize", "lotus2_values", "posterior_sample", "predict_lotus2", "read_lcm", "read_lora",
+    "save_conditioning",
+    "BACKENDS", "CACHE_ENV", "runtime_unavailable",  # runtime backends
+    # datasets: the file-to-file job, on this machine or on Ray
+    "JobOptions", "JobSummary", "image_seed", "run_job", "run_job_on_ray",
     # errors, and names kept for older code
     "LotusError", "LotusPrediction", "check_choice",
 ]

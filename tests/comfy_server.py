@@ -264,6 +264,8 @@ class ComfyServer:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("HF_HUB_OFFLINE", "1")
+        # the loader's backend "auto" may convert networks (OpenVINO): into this server's folder, not ~/.cache
+        env.setdefault("LOTUS_RUNTIME_CACHE", str(self.base / "runtime-cache"))
         env.update(self.extra_env)
         with open(self.log_path, "ab") as f:
             f.write(f"\n===== {time.strftime('%H:%M:%S')} {' '.join(self.command())}\n".encode())

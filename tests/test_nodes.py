@@ -131,6 +131,7 @@ def test_object_info_lists_the_nodes_with_their_schema(server):
     assert sorted(options) == sorted(set(on_disk + releases))
     assert loader["input"]["required"]["vae"][1]["options"] == ["(from checkpoint folder)", VAE]
     assert loader["input"]["required"]["precision"][1]["options"] == ["auto", "fp32", "fp16", "bf16"]
+    assert loader["input"]["optional"]["backend"][1]["options"] == ["auto", "eager", "openvino"]
     assert loader["input"]["required"]["quantity"][1]["options"] == ["auto", "depth", "disparity", "normal"]
 
     depth = info["LotusDepth_Depth"]

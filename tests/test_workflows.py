@@ -26,6 +26,14 @@ exactly as saved. What runs and what is only validated:
   (the loaders and everything downstream of them removed) runs, and the test asserts exactly which
   nodes ran: LoadImage, ImageScaleToTotalPixels, Load Lotus Model, Lotus Depth, Preview Image.
   (Get Image Size and the empty latent feed only the sampler: validated, not run.)
+* "Lotus-2 Depth - ControlNet FLUX", "Lotus-2 Normals - image to surface normals": Lotus-2 runs on the
+  user's FLUX.1-dev. The whole graph, as saved, is **validated** by POST /prompt against the same
+  placeholders (no Lotus-2 node and no output runs). In a second server whose flux1-dev.safetensors and
+  ae.safetensors are tiny random FLUX models that ComfyUI loads (tests/lotus2_tiny.py), with random
+  Lotus-2 release files and a stored empty-prompt conditioning (as Load Lotus-2 keeps it after a first
+  run: FLUX's T5 cannot be made tiny for ComfyUI's loader), the graph without the text encoders is
+  **executed**: the normals workflow whole otherwise, exactly as saved; the ControlNet one up to its
+  depth preview (at processing_resolution 64), the generation part needing the ControlNet.
 
 The try-out: ``scripts/try_comfyui.sh`` copies workflows/input/ (the files the workflows load) into
 ComfyUI's input folder without replacing a user's file (checked on a stand-in ComfyUI), and, started
@@ -46,7 +54,9 @@ import numpy as np
 import pytest
 import torch
 from comfy_server import ComfyServer, ComfyServerError, free_port, history_error, history_status
+from lotus2_tiny import comfy_flux_transformer, comfy_flux_vae, tiny_conditioning, write_release
 from PIL import Image
+from safetensors.torch import save_file
 from workflow_support import (
     BASIC,
     CONTROLNET_FLUX,
@@ -55,6 +65,9 @@ from workflow_support import (
     FRONTEND_ONLY_NODES,
     HIGHRES,
     INPUT_IMAGE,
+    LOTUS2_CONTROLNET_FLUX,
+    LOTUS2_NORMALS,
+    LOTUS2_WORKFLOWS,
     LOTUS_DEPTH,
     LOTUS_NORMAL,
     LOTUS_VAE,
@@ -64,6 +77,7 @@ from workflow_support import (
     VIDEO,
     WORKFLOW_NAMES,
     WORKFLOWS_DIR,
+    downstream_of,
     input_files,
     input_specs,
     is_widget,
@@ -74,6 +88,7 @@ from workflow_support import (
     without_third_party,
     workflow_info,
     workflow_path,
+    write_input_image,
     write_lotus_models,
 )
 
@@ -83,6 +98,7 @@ from lotus_core.loading.variants import known_checkpoint
 REPO_ROOT = WORKFLOWS_DIR.parent
 TRY_SCRIPT = REPO_ROOT / "scripts" / "try_comfyui.sh"
 PREDICTION_NODES = ("LotusDepth_Depth", "LotusDepth_Normals", "LotusDepth_DepthTiled")
+LOTUS1_WORKFLOWS = tuple(name for name in WORKFLOW_NAMES if name not in LOTUS2_WORKFLOWS)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +181,7 @@ def test_workflow_has_a_readable_name_title_and_description(name):
     '%' or '+' would change the URL's meaning; and no '.', so that the extension is the only one."""
     workflow = load_workflow(name)
     assert set(workflow["extra"]) == {"info"} and set(workflow["extra"]["info"]) == {"title", "description"}
-    assert re.fullmatch(r"Lotus [A-Za-z0-9 -]+", name) and "  " not in name and name == name.strip()
+    assert re.fullmatch(r"Lotus(-2)? [A-Za-z0-9 -]+", name) and "  " not in name and name == name.strip()
     title, description = workflow_info(name)["title"], workflow_info(name)["description"]
     assert title == name and 10 <= len(title) <= 45
     assert 60 <= len(description) <= 180 and description.endswith(".")
@@ -308,7 +324,7 @@ def test_every_model_file_has_download_metadata_for_its_folder(name, server, obj
             assert entry["name"] in server.models(entry["directory"]), entry
 
 
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", LOTUS1_WORKFLOWS)
 def test_workflow_does_what_its_name_says(name, object_info):
     workflow = load_workflow(name)
     prompt = ui_to_api(workflow, object_info)
@@ -348,6 +364,54 @@ def test_workflow_does_what_its_name_says(name, object_info):
         apply = prompt[by_type["ControlNetApplyAdvanced"][0]]["inputs"]
         assert ("vae" in apply) == (name == CONTROLNET_FLUX)  # Flux ControlNets work in latent space
         assert by_type["ControlNetLoader"] and "KSampler" in by_type and "SaveImage" in by_type
+
+
+@pytest.mark.parametrize("name", LOTUS2_WORKFLOWS)
+def test_lotus2_workflow_does_what_its_name_says(name, object_info):
+    """Load Lotus-2 on the user's FLUX.1-dev MODEL and VAE, with the empty prompt encoded by FLUX's own text
+    encoders; the prediction node as the official script runs (1024, 10 sharpener steps). The ControlNet
+    workflow generates with the same, unpatched MODEL and VAE."""
+    prompt = ui_to_api(load_workflow(name), object_info)
+    by_type = {}
+    for node_id, node in prompt.items():
+        by_type.setdefault(node["class_type"], []).append(node_id)
+
+    def origin(node_id, input_name):
+        source = prompt[node_id]["inputs"][input_name]
+        return source[0], prompt[source[0]]
+
+    def consumers(node_id, slot=0):
+        return {(n["class_type"], k) for n in prompt.values() for k, v in n["inputs"].items() if v == [node_id, slot]}
+
+    [loader] = by_type["LotusDepth_LoadLotus2"]
+    [unet], [vae] = by_type["UNETLoader"], by_type["VAELoader"]
+    assert origin(loader, "model")[0] == unet and origin(loader, "vae")[0] == vae
+    assert prompt[unet]["inputs"]["unet_name"] == "flux1-dev.safetensors"
+    assert prompt[vae]["inputs"]["vae_name"] == "ae.safetensors"
+    encode_id, encode = origin(loader, "empty_prompt")
+    assert encode["class_type"] == "CLIPTextEncode" and encode["inputs"]["text"] == ""
+    assert prompt[origin(encode_id, "clip")[0]]["inputs"]["type"] == "flux"
+
+    node_type = "LotusDepth_Lotus2Normals" if name == LOTUS2_NORMALS else "LotusDepth_Lotus2Depth"
+    [lotus_node] = [i for t in ("LotusDepth_Lotus2Depth", "LotusDepth_Lotus2Normals") for i in by_type.get(t, [])]
+    predict = prompt[lotus_node]
+    assert predict["class_type"] == node_type and origin(lotus_node, "lotus2_model")[0] == loader
+    assert predict["inputs"]["processing_resolution"] == lotus_core.LOTUS2_MAX_EDGE
+    assert predict["inputs"]["sharpener_steps"] == lotus_core.LOTUS2_SHARPENER_STEPS
+    assert prompt[origin(lotus_node, "image")[0]]["class_type"] in ("LoadImage", "ImageScaleToTotalPixels")
+    users = consumers(lotus_node)
+    if name == LOTUS2_NORMALS:
+        assert prompt[loader]["inputs"]["task"] == "normal"
+        assert users == {("PreviewImage", "images"), ("SaveImage", "images")}
+    else:
+        assert name == LOTUS2_CONTROLNET_FLUX and prompt[loader]["inputs"]["task"] == "depth"
+        # the near = white map straight into Apply ControlNet (with the VAE: Flux ControlNets), and previewed
+        assert users == {("PreviewImage", "images"), ("ControlNetApplyAdvanced", "image")}
+        [apply] = by_type["ControlNetApplyAdvanced"]
+        assert origin(apply, "vae")[0] == vae and "ImageInvert" not in by_type
+        [sampler] = by_type["KSampler"]
+        assert origin(sampler, "model")[0] == unet  # the MODEL itself: Load Lotus-2 patches clones of it
+        assert origin(sampler, "positive")[0] == apply and by_type["ControlNetLoader"] and by_type["SaveImage"]
 
 
 def test_the_server_lists_and_serves_the_workflows_as_templates(server):
@@ -488,6 +552,95 @@ def test_controlnet_workflow_is_accepted_whole_and_its_lotus_part_runs(name, ser
     error = history_error(entry)
     assert error["node_type"] in THIRD_PARTY_LOADERS and error["node_id"] in removed, error
     assert set(error["executed"]) <= ran  # the Lotus part came from step 1 (cached), nothing more ran
+
+
+@pytest.mark.parametrize("name", LOTUS2_WORKFLOWS)
+def test_lotus2_workflow_is_accepted_whole_with_placeholder_files(name, server, object_info):
+    """The whole graph, as saved, with tiny placeholder files under the FLUX.1-dev names it uses: the server
+    validates it; when it runs, a FLUX loader refuses its placeholder (ComfyUI's DualCLIPLoader does
+    accept one, so the empty prompt's encoding may run) and no Lotus-2 node and no output ran."""
+    prompt = ui_to_api(load_workflow(name), object_info)
+    status, body = server.queue(prompt)
+    assert status == 200 and body["node_errors"] == {}, json.dumps(body)[:3000]
+    entry = server.wait(body["prompt_id"], timeout=240)
+    assert history_status(entry) == "error"
+    error = history_error(entry)
+    assert error["node_type"] in THIRD_PARTY_LOADERS, error
+    lotus2_and_outputs = {i for i, n in prompt.items() if n["class_type"].startswith("LotusDepth_")
+                          or n["class_type"] in ("PreviewImage", "SaveImage")}
+    assert lotus2_and_outputs and not set(error["executed"]) & lotus2_and_outputs, error
+
+
+@pytest.fixture(scope="module")
+def flux_server(tmp_path_factory):
+    """A server whose FLUX.1-dev files (flux1-dev.safetensors, ae.safetensors) are tiny random FLUX models that
+    ComfyUI's UNETLoader / VAELoader load (tests/lotus2_tiny.py: FLUX.1's width, one block of each kind), with
+    random Lotus-2 release files of both tasks and a stored empty-prompt conditioning in models/lotus/Lotus-2,
+    as Load Lotus-2 leaves them after a first run. FLUX's text encoders (t5xxl: 4.7 B parameters) cannot be
+    made tiny for ComfyUI's loader, hence the stored conditioning."""
+    srv = ComfyServer(tmp_path_factory.mktemp("comfy_lotus2_workflows"), require_nodes=PACK_NODES)
+    srv.prepare()
+    write_input_image(srv.input_dir / INPUT_IMAGE)
+    transformer = comfy_flux_transformer(seed=31)
+    save_file({k: v.contiguous() for k, v in transformer.state_dict().items()},
+              str(srv.diffusion_models_dir / "flux1-dev.safetensors"))
+    release = srv.lotus_dir / "Lotus-2"
+    for seed, task in enumerate(lotus_core.LOTUS2_TASKS):
+        write_release(release, transformer, task, seed=40 + 10 * seed)
+    lotus_core.save_conditioning(tiny_conditioning(transformer, seed=32), release / "flux_empty_prompt.safetensors")
+    del transformer
+    save_file({k: v.contiguous() for k, v in comfy_flux_vae(seed=33).state_dict().items()},
+              str(srv.vae_dir / "ae.safetensors"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def without_text_encoders(prompt: dict) -> dict:
+    """The prompt without the empty prompt's encoding (DualCLIPLoader, CLIP Text Encode) and what else needs
+    a text encoder or the ControlNet (the generation part): Load Lotus-2 then uses the stored conditioning."""
+    prompt = json.loads(json.dumps(prompt))
+    [loader] = [n for n in prompt.values() if n["class_type"] == "LotusDepth_LoadLotus2"]
+    encoder = loader["inputs"].pop("empty_prompt")[0]
+    assert prompt[encoder]["class_type"] == "CLIPTextEncode"
+    cut = downstream_of(prompt, {i for i, n in prompt.items() if n["class_type"] in ("DualCLIPLoader",
+                                                                                     "ControlNetLoader")})
+    assert encoder in cut
+    return {i: n for i, n in prompt.items() if i not in cut}
+
+
+def test_lotus2_normals_workflow_runs_on_a_tiny_flux(flux_server):
+    """As saved (1024 cap, 10 sharpener steps) but for the empty prompt's encoding (see flux_server)."""
+    prompt = ui_to_api(load_workflow(LOTUS2_NORMALS), flux_server.object_info())
+    part = without_text_encoders(prompt)
+    assert {n["class_type"] for i, n in prompt.items() if i not in part} == {"DualCLIPLoader", "CLIPTextEncode"}
+    entry, ran = run_ok(flux_server, part, timeout=600)
+    assert ran == set(part)
+    node_of = {n["class_type"]: i for i, n in part.items()}
+    [saved] = saved_images(flux_server, entry, node_of["SaveImage"])
+    [previewed] = saved_images(flux_server, entry, node_of["PreviewImage"])
+    np.testing.assert_array_equal(saved, previewed)
+    assert saved.shape == (40, 56, 3) and saved.std() > 0
+
+
+def test_lotus2_controlnet_workflow_runs_its_depth_part_on_a_tiny_flux(flux_server):
+    """The Lotus-2 part as saved but for the empty prompt's encoding and processing_resolution (1024 -> 64: the
+    1-megapixel image at 1024 costs minutes on a 2-core CPU); the generation part needs the ControlNet and the
+    text encoders (validated above with placeholders). The preview is the control map at the generation size."""
+    prompt = ui_to_api(load_workflow(LOTUS2_CONTROLNET_FLUX), flux_server.object_info())
+    part = without_text_encoders(prompt)
+    assert "ControlNetApplyAdvanced" not in {n["class_type"] for n in part.values()}
+    node_of = {n["class_type"]: i for i, n in part.items()}
+    part[node_of["LotusDepth_Lotus2Depth"]]["inputs"]["processing_resolution"] = TEST_RESOLUTION
+    entry, ran = run_ok(flux_server, part, timeout=600)
+    # Get Image Size and the empty latent feed only the (cut) sampler: validated, not run
+    assert ran == set(part) - {node_of["GetImageSize"], node_of["EmptySD3LatentImage"]}
+    [depth] = saved_images(flux_server, entry, node_of["PreviewImage"])
+    megapixels = part[node_of["ImageScaleToTotalPixels"]]["inputs"]["megapixels"]
+    assert depth.shape[0] * depth.shape[1] == pytest.approx(megapixels * 1024 * 1024, rel=0.01)
+    assert depth.min() == 0 and depth.max() == 255  # near = white, stretched: a map, not a constant
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,14 +7,15 @@ Each workflow is fetched from the server's template route (/api/workflow_templat
 <name>.json, the file name put into the URL as the frontend does: the browser sends its spaces as %20)
 and loaded with ``app.loadGraphData`` as the template browser does; then the test asserts:
 
-* no dialog but, for the ControlNet workflows, the frontend's "Missing Models" list, which must offer
-  exactly the third-party files with no error (an allowed source, an allowed suffix and a known model
-  folder each); the Lotus loader names releases that it downloads itself (tiny stand-ins here);
+* no dialog but, for the ControlNet and Lotus-2 workflows, the frontend's "Missing Models" list, which
+  must offer exactly the third-party files with no error (an allowed source, an allowed suffix and a
+  known model folder each); the Lotus loader names releases that it downloads itself (tiny stand-ins
+  here), and Load Lotus-2 names no file (it downloads its LoRAs into models/lotus/Lotus-2);
 * no error or warning toast (the frontend validates the file against its workflow schema on load);
 * every node is a registered type (no missing/placeholder node), the Lotus nodes carry the widgets of
   their schema with the file's values, and the frontend's own ``app.graphToPrompt()`` gives exactly
   the API prompt that tests/workflow_support.py's converter gives (which test_workflows.py runs);
-* the template browser (Workflow > Browse Templates) lists the seven under the category "Lotus Depth",
+* the template browser (Workflow > Browse Templates) lists the nine under the category "Lotus Depth",
   each card titled by its readable file name (e.g. "Lotus Depth - image to depth map") with its
   thumbnail, fetched with the name URL-encoded; a workflow opened from its card is the file, and keeps
   its title and description (``extra.info``);
@@ -48,6 +49,7 @@ from workflow_support import (
     load_workflow,
     prepare_server,
     ui_to_api,
+    widget_values,
     workflow_info,
 )
 
@@ -61,12 +63,15 @@ SETTINGS = {
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,  # draw node text at any zoom (screenshots)
 }
 EXPECTED_WIDGETS = {
-    "LotusDepth_LoadModel": ["checkpoint", "vae", "precision", "quantity"],
+    "LotusDepth_LoadModel": ["checkpoint", "vae", "precision", "quantity", "backend"],
     "LotusDepth_Depth": ["processing_resolution", "seed", "control_after_generate", "noise", "chunk_size"],
     "LotusDepth_Normals": ["processing_resolution", "seed", "control_after_generate", "noise", "chunk_size"],
     "LotusDepth_DepthTiled": ["processing_resolution", "seed", "control_after_generate", "chunk_size", "tile_size",
                               "overlap"],
     "LotusDepth_SaveDepth": ["quantity", "format", "filename_prefix"],
+    "LotusDepth_LoadLotus2": ["task"],
+    "LotusDepth_Lotus2Depth": ["processing_resolution", "sharpener_steps", "seed", "control_after_generate"],
+    "LotusDepth_Lotus2Normals": ["processing_resolution", "sharpener_steps", "seed", "control_after_generate"],
 }
 THIRD_PARTY_FILES = {name: folder for folder, names in THIRD_PARTY_MODELS.items() for name in names}
 
@@ -257,7 +262,12 @@ def test_workflow_loads_cleanly_in_the_frontend(name, frontend, object_info, scr
         assert node["registered"] and not node["has_errors"], node
         if saved["type"] in EXPECTED_WIDGETS:
             assert node["widgets"] == EXPECTED_WIDGETS[saved["type"]]
-            assert node["values"] == saved["widgets_values"]
+            count = len(saved["widgets_values"])
+            assert node["values"][:count] == saved["widgets_values"]
+            # widgets added to the node after the file was saved: their defaults (what the converter sends)
+            added = dict(zip(node["widgets"][count:], node["values"][count:]))
+            defaults = widget_values(saved, object_info[saved["type"]])
+            assert added == {name: defaults[name] for name in added}
             assert min(node["size"]) > 50
     assert set(PACK_NODES) & {n["type"] for n in nodes.values()}
 
@@ -280,7 +290,7 @@ def test_workflow_loads_cleanly_in_the_frontend(name, frontend, object_info, scr
 
 def test_template_browser_lists_the_workflows_under_lotus_depth(frontend, screenshots):
     """Workflow > Browse Templates as a user opens it. The pack's category reads "Lotus Depth" (from the
-    pack's locales/en/main.json; without it, the folder name lotus_depth), and shows the seven workflows
+    pack's locales/en/main.json; without it, the folder name lotus_depth), and shows the nine workflows
     with their thumbnails. Their cards: this frontend (1.32.9) titles a custom node's template by its file
     name and describes it by that name with '-' and '_' as spaces (workflowTemplatesStore: {name, title:
     name, description: name}; it reads no index.json and nothing in the file), so the files carry
@@ -305,18 +315,23 @@ def test_template_browser_lists_the_workflows_under_lotus_depth(frontend, screen
         assert dialog.get_by_text("lotus_depth", exact=True).count() == 0
         dialog.get_by_text("Lotus Depth", exact=True).first.click()  # the category, in the left panel
         cards = dialog.locator("[data-testid^='template-workflow-']")
-        page.wait_for_function("""() => {
-            const dialog = document.querySelector(".workflow-template-selector-dialog");
-            const cards = dialog.querySelectorAll("[data-testid^='template-workflow-']");
-            return cards.length > 0 && [...cards].every(c => { const i = c.querySelector('img');
-                                                              return i && i.complete && i.naturalWidth > 0; });
-        }""", timeout=30_000)
-        shown = cards.evaluate_all("""cards => cards.map(c => ({
-            name: c.dataset.testid.replace('template-workflow-', ''),
-            title: c.querySelector('h3').textContent.trim(),
-            description: c.querySelector('p').textContent.trim(),
-            thumbnail: c.querySelector('img').naturalWidth,
-        }))""")
+        cards.first.wait_for(state="visible", timeout=30_000)
+        # The grid loads a thumbnail once its card has been in view (the nine do not fit in the dialog):
+        # each card is scrolled to and read when its picture has loaded.
+        shown = []
+        for index in range(cards.count()):
+            card = cards.nth(index)
+            card.evaluate("c => c.scrollIntoView({block: 'center'})")
+            card.locator("img").first.wait_for(state="attached", timeout=30_000)
+            page.wait_for_function("c => c.querySelector('img').complete && c.querySelector('img').naturalWidth > 0",
+                                   arg=card.element_handle(), timeout=30_000)
+            shown.append(card.evaluate("""c => ({
+                name: c.dataset.testid.replace('template-workflow-', ''),
+                title: c.querySelector('h3').textContent.trim(),
+                description: c.querySelector('p').textContent.trim(),
+                thumbnail: c.querySelector('img').naturalWidth,
+            })"""))
+        cards.first.evaluate("c => c.scrollIntoView({block: 'center'})")
         assert dialog.get_by_text("Lotus Depth", exact=True).count() == 2  # the category and the panel's heading
         page.wait_for_timeout(300)
         page.screenshot(path=str(screenshots / "template_browser.png"))

@@ -10,6 +10,7 @@ The converter maps ``widgets_values`` by the node's input order in the server's 
 the frontend builds its widgets: one value per widget input (INT, FLOAT, STRING, BOOLEAN, COMBO),
 plus one extra value after an input with ``control_after_generate`` (the "fixed/randomize" widget)
 and after a combo with ``image_upload``/``video_upload`` (the upload button's value); neither is sent.
+An optional widget past the saved values (added to the node later) gets its default, as in the frontend.
 Frontend-only nodes (Note, MarkdownNote, PrimitiveNode, Reroute) are dropped. The browser test checks
 this converter against the frontend's own ``app.graphToPrompt()``.
 """
@@ -43,9 +44,16 @@ CONTROLNET_FLUX = "Lotus Depth - ControlNet FLUX"
 VIDEO = "Lotus Depth - video frames"
 NORMALS = "Lotus Normals - image to surface normals"
 HIGHRES = "Lotus Depth - high resolution tiles"
-WORKFLOW_NAMES = (BASIC, CONTROLNET_SD15, CONTROLNET_SDXL, CONTROLNET_FLUX, VIDEO, NORMALS, HIGHRES)
+LOTUS2_CONTROLNET_FLUX = "Lotus-2 Depth - ControlNet FLUX"
+LOTUS2_NORMALS = "Lotus-2 Normals - image to surface normals"
+WORKFLOW_NAMES = (BASIC, CONTROLNET_SD15, CONTROLNET_SDXL, CONTROLNET_FLUX, VIDEO, NORMALS, HIGHRES,
+                  LOTUS2_CONTROLNET_FLUX, LOTUS2_NORMALS)
 CONTROLNET_WORKFLOWS = (CONTROLNET_SD15, CONTROLNET_SDXL, CONTROLNET_FLUX)
-PACK_NODES = ("LotusDepth_LoadModel", "LotusDepth_Depth", "LotusDepth_Normals")
+# Lotus-2 runs on the user's FLUX.1-dev (UNETLoader, VAELoader; DualCLIPLoader for the empty prompt): every
+# node of these workflows depends on a third-party loader.
+LOTUS2_WORKFLOWS = (LOTUS2_CONTROLNET_FLUX, LOTUS2_NORMALS)
+PACK_NODES = ("LotusDepth_LoadModel", "LotusDepth_Depth", "LotusDepth_Normals",
+              "LotusDepth_LoadLotus2", "LotusDepth_Lotus2Depth", "LotusDepth_Lotus2Normals")
 FRONTEND_ONLY_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -53,7 +61,8 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # on first run into models/lotus/<name>/; here those folders hold tiny random networks of the real
 # classes (a complete folder is used as is, without network: the server runs with HF_HUB_OFFLINE=1).
 # The third-party files (SD1.5/SDXL/Flux checkpoints, ControlNets, text encoders, the Flux VAE) get
-# tiny placeholder .safetensors files: enough for /prompt's validation, not for running.
+# tiny placeholder .safetensors files: enough for /prompt's validation, not for running. The Lotus-2
+# workflows name the same FLUX.1-dev files (Load Lotus-2 downloads its own LoRAs into models/lotus/Lotus-2).
 LOTUS_DEPTH = "lotus-depth-g-v2-1-disparity/"
 LOTUS_NORMAL = "lotus-normal-g-v1-1/"
 LOTUS_VAE = "(from checkpoint folder)"
@@ -120,6 +129,11 @@ def widget_values(node: dict, info: dict) -> dict[str, Any]:
         if not is_widget(kind, options):
             continue
         if position >= len(values):
+            if name in info["input"].get("optional", {}) and "default" in options:
+                # an optional widget added to the node after the file was saved (e.g. Load Lotus Model's
+                # backend): the frontend gives it its default, and sends that
+                result[name] = options["default"]
+                continue
             raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name!r}")
         result[name] = values[position]
         position += 1

@@ -29,7 +29,7 @@ from ..lotus2.model import Lotus2Model
 from ..lotus2.predict import DEFAULT_SHARPENER_STEPS, predict_lotus2
 from ..outputs.colormaps import COLORMAPS
 from ..outputs.files import FILE_FORMATS, atomic_path
-from ..prediction.images import RESIZE_MODES
+from ..prediction.images import MIN_EDGE, RESIZE_MODES
 from ..prediction.memory import check_vae_tile_size
 from ..prediction.predict import DEFAULT_PROCESSING_RESOLUTION, GEOMETRIES, predict
 from ..progress import ProgressCallback
@@ -83,6 +83,8 @@ class JobOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise LotusError(f"{name}={value!r} must be an integer >= {low}")
+        if 0 < self.processing_resolution < MIN_EDGE:
+            raise LotusError(f"processing_resolution={self.processing_resolution} must be 0 (native) or >= {MIN_EDGE}")
         check_vae_tile_size(self.vae_tile_size)
         if sum((self.ensemble_size > 1, self.tile_size > 0)) > 1:
             raise LotusError("ensemble_size > 1 and tile_size cannot be combined: pick one")

@@ -64,12 +64,14 @@ def run_job_on_ray(load: Callable[[], LotusModel], inputs: list[str | Path], out
     cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
     gpus = (1 if cluster_gpus else 0) if gpus_per_worker is None else gpus_per_worker
     workers = workers or max(cluster_gpus, 1)
-    output = Path(output)
+    output = Path(output).resolve()
     facts = ray.get(ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(_describe).remote(load))
     plan = plan_job(inputs, output, options, facts)
     with recording(plan) as (summary, failures):
         if plan.todo:
-            rows = [{"name": task.source.name, "path": str(task.source.path), "files": json.dumps(task.files)}
+            # absolute: workers on other nodes do not run in this process's folder
+            rows = [{"name": task.source.name, "path": str(task.source.path.resolve()),
+                     "files": json.dumps(task.files)}
                     for task in plan.todo]
             results = (
                 ray.data.from_items(rows)
@@ -129,7 +131,7 @@ class _Predictor:
         outcome = {name: {"stage": str(stage), "error": str(error)}
                    for name, stage, error in zip(batch["name"], batch["stage"], batch["error"], strict=True)}
         ready = [self._prepared(batch, index) for index in range(len(batch["name"])) if not batch["error"][index]]
-        ready.sort(key=lambda prepared: (prepared.batch_key, prepared.task.source.name))
+        ready.sort(key=lambda prepared: (repr(prepared.batch_key), prepared.task.source.name))
         for group in batches(iter(ready), self.options.images_per_call):
             try:
                 predictions = predict_prepared(self.model, group, self.options)

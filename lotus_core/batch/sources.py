@@ -63,10 +63,13 @@ def find_sources(inputs: list[str | Path], output: Path | None = None) -> list[S
 
 def check_collisions(sources: list[Source]) -> None:
     """Refuse inputs whose outputs would be the same files (e.g. ``x.png`` and ``x.jpg`` in one folder)."""
-    by_stem: dict[PurePosixPath, list[Source]] = defaultdict(list)
-    for source in sources:
-        by_stem[source.stem].append(source)
+    by_stem: dict[str, list[Source]] = defaultdict(list)
+    for source in sources:  # casefolded: on macOS and Windows X.png and x.jpg write the same files
+        by_stem[str(source.stem).casefold()].append(source)
     clashes = [group for group in by_stem.values() if len(group) > 1]
+    videos = [source for source in sources if source.is_video]  # a video writes into a folder of its stem
+    clashes += [[video, source] for video in videos for source in sources
+                if source is not video and source.stem.is_relative_to(video.stem)]
     if not clashes:
         return
     shown = "; ".join(" and ".join(str(source.path) for source in group) + f" -> {group[0].stem}_*"

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from ..errors import LotusError
+from ..errors import LotusError, check_choice
+from ..runtime import BACKENDS
 from .architecture import build_with_weights, unet_config_from_state_dict, vae_config_from_state_dict
 from .checkpoint import read_state_dict, unet_to_diffusers_keys, vae_to_diffusers_keys
 from .hub import ProgressCallback, fetch
@@ -39,6 +40,7 @@ def load_model(
     channels_last: bool | None = None,
     allow_pickle: bool = False,
     download_progress: ProgressCallback | None = None,
+    backend: str = "eager",
 ) -> LotusModel:
     """Load a Lotus checkpoint straight to ``device`` and ``dtype``.
 
@@ -60,7 +62,11 @@ def load_model(
             bit for bit. The UNet stays as it is: measured slower in channels-last on a CPU.
         allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` pickles (loaded with ``weights_only``).
         download_progress: called with (bytes done, bytes total) while a release is downloaded.
+        backend: what runs the networks: "eager" (torch, the reference bit for bit), "openvino"
+            (CPU, the optional extra ``lotus-depth[cpu-fast]``: converted once and cached on disk,
+            ``LotusModel.use_backend``) or "auto" (OpenVINO where it can run, else eager; logged).
     """
+    check_choice("backend", backend, BACKENDS)
     path = Path(checkpoint).expanduser()
     device = torch.device(device)
     dtype = resolve_dtype("dtype", dtype, device)
@@ -90,7 +96,7 @@ def load_model(
     vae = _load_vae(Path(vae).expanduser(), device, vae_dtype, allow_pickle)
     if channels_last or (channels_last is None and device.type == "cpu"):
         vae.to(memory_format=torch.channels_last)
-    return LotusModel(unet, vae, resolved, name=name)
+    return LotusModel(unet, vae, resolved, name=name).use_backend(backend)
 
 
 def _known_names_hint(path: Path) -> str:
