@@ -376,6 +376,8 @@ def test_a_video_file_is_one_sequence_with_its_temporal_alignment(model, tmp_pat
         assert np.array_equal(written, expected.values[frame, 0].numpy())
     assert (tmp_path / "out" / "other" / "frames.json").is_file()
     assert run_job(model, [tmp_path / "in"], tmp_path / "out", OPTIONS).skipped == 2
+    more = run_job(model, [tmp_path / "in"], tmp_path / "out", JobOptions(**{**vars(OPTIONS), "formats": ("exr",)}))
+    assert more.done == 2 and (tmp_path / "out" / "clip" / "clip_000003_disparity.exr").is_file()  # a new format
 
 
 def test_a_run_reports_its_stages_even_for_one_image(model, tmp_path):

@@ -46,10 +46,12 @@ def is_complete(output: Path, stem: PurePosixPath, files: dict[str, str], video:
     if not index.is_file():
         return False
     try:
-        names = json.loads(index.read_text())["files"]
+        frames = int(json.loads(index.read_text())["frames"])
     except (ValueError, KeyError, TypeError):
         return False
-    return all((output / name).is_file() for name in names)
+    kinds = [name.removeprefix(f"{stem}").split("_", 1)[-1] for name in files.values()]  # the files' endings
+    return all((output / frame_stem(stem, frame).parent / f"{frame_stem(stem, frame).name}_{kind}").is_file()
+               for frame in range(frames) for kind in kinds)
 
 
 def write_image(output: Path, prediction: DepthMap, files: dict[str, str], colormap: str, *, frame: int = 0,
