@@ -136,7 +136,6 @@ class Task:
 @dataclass
 class JobPlan:
     output: Path
-    sources: list[Source]
     todo: list[Task]
     skipped: int
 
@@ -186,8 +185,11 @@ class JobInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run, with what the run had done (finished results stay; the rest resumes)."""
 
     def __init__(self, summary: JobSummary) -> None:
-        super().__init__(summary.describe())
+        super().__init__()
         self.summary = summary
+
+    def __str__(self) -> str:  # the summary is completed after this is raised (``recording``'s finally)
+        return self.summary.describe()
 
 
 class JobProgress(Protocol):
@@ -245,7 +247,7 @@ def plan_job(inputs: list[str | Path], output: Path, options: JobOptions, model:
             skipped += 1
         else:
             todo.append(Task(source, files))
-    return JobPlan(output, sources, todo, skipped)
+    return JobPlan(output, todo, skipped)
 
 
 def prepare(task: Task, options: JobOptions, model: ModelFacts) -> Prepared:
